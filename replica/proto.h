@@ -1,0 +1,97 @@
+/*
+ * proto: the replica wire protocol between an engine and the replicas it drives.
+ *
+ * One TCP connection carries one volume (chosen by HELLO). Requests are pipelined: the
+ * client sends as many as it likes, each tagged with a handle; replies come back in any
+ * order with the same handle. Every frame is a fixed header (64 bytes for a request, 48 for a reply), little-endian,
+ * followed by payload_len bytes of payload whose XXH3-64 is in the header; the receiver
+ * verifies it and answers -EBADMSG (or closes) on mismatch. A header whose magic, version,
+ * op or payload_len is out of bounds closes the connection: nothing after it can be framed.
+ *
+ * Every request but HELLO carries the sender's epoch. A replica answers -ESTALE to a
+ * request whose epoch is lower than the one it has accepted (OPEN), which fences a stale
+ * engine for good.
+ *
+ * Data ops carry raw bytes; control ops carry small JSON documents (see docs/ARCHITECTURE.md
+ * for each op's payload).
+ */
+#ifndef BLOCKD_PROTO_H
+#define BLOCKD_PROTO_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define PROTO_REQ_MAGIC 0x31515242u /* "BRQ1" */
+#define PROTO_REP_MAGIC 0x31505242u /* "BRP1" */
+#define PROTO_VERSION 1
+#define PROTO_REQ_SIZE 64
+#define PROTO_REP_SIZE 48
+#define PROTO_MAX_PAYLOAD (32u << 20)
+#define PROTO_MAX_IO (8u << 20) /* largest READ/WRITE length */
+
+enum proto_op {
+	PROTO_HELLO = 1,    /* payload: volume name. reply: JSON info */
+	PROTO_READ = 2,     /* offset, length. reply payload: data */
+	PROTO_WRITE = 3,    /* offset, payload: data; flags may have FUA */
+	PROTO_FLUSH = 4,    /* durable on disk before the reply */
+	PROTO_TRIM = 5,     /* offset, length */
+	PROTO_ZERO = 6,     /* like TRIM but guaranteed zeros */
+	PROTO_INFO = 7,     /* reply: JSON info (size, epoch, members, snapshots...) */
+	PROTO_OPEN = 8,     /* bump epoch to hdr.epoch; -ESTALE if not greater */
+	PROTO_CLOSE = 9,    /* engine detaches cleanly: flush, mark clean */
+	PROTO_MEMBERS = 10, /* payload: JSON {gen, members:[{node,in_sync}]} */
+	PROTO_DIRTY_PUT = 11, /* payload: JSON {member, grain} + NUL + bitmap bytes */
+	PROTO_DIRTY_GET = 12, /* payload: member name. reply: grain(u32) + bitmap bytes */
+	PROTO_DIRTY_DROP = 13, /* payload: member name */
+	PROTO_SNAP_CREATE = 14, /* payload: snapshot name */
+	PROTO_SNAP_DELETE = 15, /* payload: snapshot name */
+	PROTO_SNAP_REVERT = 16, /* payload: snapshot name */
+	PROTO_SNAP_LIST = 17,   /* reply: JSON array */
+	PROTO_HASH = 18,    /* offset, length, arg=extent. reply: little-endian u64 hashes */
+	PROTO_RESIZE = 19,  /* arg: new size */
+	PROTO_CLONE = 20,   /* payload: JSON {snapshot, name}: clone on this node */
+	PROTO_OP_MAX = 21,
+};
+
+#define PROTO_FLAG_FUA 1u
+
+/* Request header, as decoded. On the wire: little-endian, fields in this order, 64 bytes. */
+struct proto_req {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t op;
+	uint64_t handle;
+	uint64_t epoch;
+	uint64_t offset;
+	uint64_t length;  /* READ/WRITE: at most PROTO_MAX_IO; TRIM/ZERO/HASH: any */
+	uint32_t flags;
+	uint32_t payload_len;
+	uint64_t arg;     /* HASH: extent size; RESIZE: new size */
+	uint64_t payload_hash;
+	/* 0 on the wire: the header is 64 bytes with these 8 bytes reserved */
+};
+
+/* Reply header: little-endian, 48 bytes. */
+struct proto_rep {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t op;
+	uint64_t handle;
+	int32_t status; /* 0 or -errno */
+	uint32_t payload_len;
+	uint64_t epoch; /* the replica's accepted epoch */
+	uint64_t payload_hash;
+	/* 8 reserved bytes */
+};
+
+uint64_t proto_hash(const void *buf, size_t len);
+
+void proto_req_encode(const struct proto_req *r, uint8_t out[PROTO_REQ_SIZE]);
+/* Bound-checks: -EPROTO for bad magic/version/op, -EMSGSIZE for oversize payload or I/O. */
+int proto_req_decode(const uint8_t in[PROTO_REQ_SIZE], struct proto_req *r);
+void proto_rep_encode(const struct proto_rep *r, uint8_t out[PROTO_REP_SIZE]);
+int proto_rep_decode(const uint8_t in[PROTO_REP_SIZE], struct proto_rep *r);
+
+const char *proto_op_name(uint16_t op);
+
+#endif
