@@ -1,5 +1,4 @@
 /* loop: epoll for sockets, io_uring for disk, one thread. See loop.h. */
-#define _GNU_SOURCE
 #include "loop.h"
 
 #include <errno.h>
@@ -38,6 +37,8 @@ struct call {
 	bool *done;
 	struct call *next;
 };
+
+static void run_calls(struct call *c);
 
 struct loop {
 	int epfd;
@@ -141,10 +142,11 @@ void loop_free(struct loop *l)
 		l->posted = c->next;
 		free(c);
 	}
+	/* Deferred calls are promised work (e.g. freeing a removed watch): run them. */
 	while (l->deferred) {
 		struct call *c = l->deferred;
-		l->deferred = c->next;
-		free(c);
+		l->deferred = NULL;
+		run_calls(c);
 	}
 	io_uring_queue_exit(&l->ring);
 	io_uring_queue_exit(&l->sync_ring);
