@@ -1,0 +1,425 @@
+/*
+ * config: strict parser and atomic writer for the cluster file (see config.h).
+ *
+ * inih does the tokenising; a reader of our own counts lines (so every error names its
+ * line) and refuses lines longer than inih's buffer, which inih would otherwise split into
+ * two silently different lines. Every key is checked for range and duplicates; required
+ * keys are checked after the whole file is read.
+ */
+#include "blockd/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The engine drives at most this many replicas (ENGINE_MAX_REPLICAS). */
+#define CONFIG_MAX_REPLICAS 8
+
+enum {
+	SEEN_DIR = 1u << 0,
+	SEEN_REPLICAS = 1u << 1,
+	SEEN_IO_TIMEOUT = 1u << 2,
+	SEEN_HOST = 1u << 0,
+	SEEN_HTTP = 1u << 1,
+	SEEN_REPLICA_PORT = 1u << 2,
+	SEEN_NBD = 1u << 3,
+	SEEN_DATA = 1u << 4,
+	SEEN_NODE_ALL = (1u << 5) - 1,
+};
+
+struct parse {
+	FILE *f;
+	struct config *c;
+	unsigned line;
+	int err;   /* first error, 0 if none */
+	char *msg; /* first error's text */
+	size_t msglen;
+	bool cluster_seen;
+	unsigned cluster_keys;
+	unsigned node_keys[CONFIG_MAX_NODES];
+};
+
+static void fail(struct parse *p, int err, const char *fmt, ...)
+{
+	if (p->err)
+		return;
+	p->err = err;
+	int n = snprintf(p->msg, p->msglen, "line %u: ", p->line);
+	if (n < 0 || (size_t)n >= p->msglen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(p->msg + n, p->msglen - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+static char *reader(char *str, int num, void *stream)
+{
+	struct parse *p = stream;
+	if (p->err || !fgets(str, num, p->f))
+		return NULL;
+	p->line++;
+	size_t len = strlen(str);
+	if (len == (size_t)num - 1 && str[len - 1] != '\n') {
+		int ch = getc(p->f);
+		if (ch != EOF) {
+			fail(p, -EINVAL, "line longer than %d characters", num - 2);
+			return NULL;
+		}
+	}
+	return str;
+}
+
+static bool name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= CONFIG_NAME_MAX)
+		return false;
+	for (; *s; s++) {
+		char ch = *s;
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+			return false;
+	}
+	return true;
+}
+
+static int parse_uint(const char *v, unsigned long min, unsigned long max, unsigned long *out)
+{
+	if (*v < '0' || *v > '9')
+		return -EINVAL;
+	errno = 0;
+	char *end;
+	unsigned long x = strtoul(v, &end, 10);
+	if (errno || *end || x < min || x > max)
+		return -ERANGE;
+	*out = x;
+	return 0;
+}
+
+static int copy_str(struct parse *p, const char *key, const char *v, char *dst, size_t cap)
+{
+	if (!*v) {
+		fail(p, -EINVAL, "%s: empty value", key);
+		return 0;
+	}
+	if (strlen(v) >= cap) {
+		fail(p, -EINVAL, "%s: value too long", key);
+		return 0;
+	}
+	strcpy(dst, v);
+	return 1;
+}
+
+static int set_path(struct parse *p, const char *key, const char *v, char *dst)
+{
+	if (*v != '/') {
+		fail(p, -EINVAL, "%s: must be an absolute path", key);
+		return 0;
+	}
+	return copy_str(p, key, v, dst, CONFIG_PATH_MAX);
+}
+
+static bool once(struct parse *p, unsigned *seen, unsigned bit, const char *key)
+{
+	if (*seen & bit) {
+		fail(p, -EINVAL, "duplicate key %s", key);
+		return false;
+	}
+	*seen |= bit;
+	return true;
+}
+
+static int cluster_key(struct parse *p, const char *key, const char *v)
+{
+	struct config *c = p->c;
+	unsigned long x;
+	p->cluster_seen = true;
+	if (!strcmp(key, "dir")) {
+		if (!once(p, &p->cluster_keys, SEEN_DIR, key))
+			return 0;
+		return set_path(p, key, v, c->dir);
+	}
+	if (!strcmp(key, "replicas")) {
+		if (!once(p, &p->cluster_keys, SEEN_REPLICAS, key))
+			return 0;
+		if (parse_uint(v, 1, CONFIG_MAX_REPLICAS, &x)) {
+			fail(p, -EINVAL, "replicas: '%s' is not a number in 1..%d", v,
+			     CONFIG_MAX_REPLICAS);
+			return 0;
+		}
+		c->replicas = (unsigned)x;
+		return 1;
+	}
+	if (!strcmp(key, "io_timeout_ms")) {
+		if (!once(p, &p->cluster_keys, SEEN_IO_TIMEOUT, key))
+			return 0;
+		if (parse_uint(v, 1, 3600 * 1000, &x)) {
+			fail(p, -EINVAL, "io_timeout_ms: '%s' is not a number in 1..3600000", v);
+			return 0;
+		}
+		c->io_timeout_ms = (unsigned)x;
+		return 1;
+	}
+	fail(p, -EINVAL, "unknown key '%s' in [cluster]", key);
+	return 0;
+}
+
+static struct config_node *node_for(struct parse *p, const char *name, unsigned **seen)
+{
+	struct config *c = p->c;
+	for (unsigned i = 0; i < c->nnodes; i++) {
+		if (!strcmp(c->nodes[i].name, name)) {
+			*seen = &p->node_keys[i];
+			return &c->nodes[i];
+		}
+	}
+	if (!name_ok(name)) {
+		fail(p, -EINVAL, "bad node name '%s' (use [A-Za-z0-9._-], 1..%d chars)", name,
+		     CONFIG_NAME_MAX - 1);
+		return NULL;
+	}
+	if (c->nnodes == CONFIG_MAX_NODES) {
+		fail(p, -E2BIG, "more than %d nodes", CONFIG_MAX_NODES);
+		return NULL;
+	}
+	struct config_node *n = &c->nodes[c->nnodes];
+	memset(n, 0, sizeof(*n));
+	strcpy(n->name, name);
+	*seen = &p->node_keys[c->nnodes];
+	**seen = 0;
+	c->nnodes++;
+	return n;
+}
+
+static int set_port(struct parse *p, const char *key, const char *v, uint16_t *dst)
+{
+	unsigned long x;
+	if (parse_uint(v, 1, 65535, &x)) {
+		fail(p, -EINVAL, "%s: '%s' is not a port in 1..65535", key, v);
+		return 0;
+	}
+	*dst = (uint16_t)x;
+	return 1;
+}
+
+static int node_key(struct parse *p, const char *name, const char *key, const char *v)
+{
+	unsigned *seen;
+	struct config_node *n = node_for(p, name, &seen);
+	if (!n)
+		return 0;
+	if (!strcmp(key, "host"))
+		return once(p, seen, SEEN_HOST, key) &&
+		       copy_str(p, key, v, n->host, sizeof(n->host));
+	if (!strcmp(key, "http_port"))
+		return once(p, seen, SEEN_HTTP, key) && set_port(p, key, v, &n->http_port);
+	if (!strcmp(key, "replica_port"))
+		return once(p, seen, SEEN_REPLICA_PORT, key) &&
+		       set_port(p, key, v, &n->replica_port);
+	if (!strcmp(key, "nbd_port"))
+		return once(p, seen, SEEN_NBD, key) && set_port(p, key, v, &n->nbd_port);
+	if (!strcmp(key, "data"))
+		return once(p, seen, SEEN_DATA, key) && set_path(p, key, v, n->data);
+	fail(p, -EINVAL, "unknown key '%s' in [node.%s]", key, name);
+	return 0;
+}
+
+static int handler(void *user, const char *section, const char *key, const char *value)
+{
+	struct parse *p = user;
+	if (p->err)
+		return 0;
+	if (!strcmp(section, "cluster"))
+		return cluster_key(p, key, value);
+	if (!strncmp(section, "node.", 5))
+		return node_key(p, section + 5, key, value);
+	if (!*section)
+		fail(p, -EINVAL, "key '%s' outside any section", key);
+	else
+		fail(p, -EINVAL, "unknown section [%s]", section);
+	return 0;
+}
+
+static int check_ports(const struct config *c, char *err, size_t errlen)
+{
+	/* Two services on one host:port would make the second blockd fail at bind time, far
+	 * from the cause. */
+	for (unsigned i = 0; i < c->nnodes; i++) {
+		const struct config_node *a = &c->nodes[i];
+		const uint16_t pa[3] = {a->http_port, a->replica_port, a->nbd_port};
+		for (unsigned j = i; j < c->nnodes; j++) {
+			const struct config_node *b = &c->nodes[j];
+			const uint16_t pb[3] = {b->http_port, b->replica_port, b->nbd_port};
+			if (strcmp(a->host, b->host))
+				continue;
+			for (int x = 0; x < 3; x++) {
+				for (int y = (i == j ? x + 1 : 0); y < 3; y++) {
+					if (pa[x] != pb[y])
+						continue;
+					snprintf(err, errlen, "port %u on %s used twice (%s, %s)",
+						 pa[x], a->host, a->name, b->name);
+					return -EINVAL;
+				}
+			}
+			if (i != j && !strcmp(a->data, b->data)) {
+				snprintf(err, errlen, "nodes %s and %s share data dir %s", a->name,
+					 b->name, a->data);
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
+
+int config_load(const char *path, struct config *c, char *err, size_t errlen)
+{
+	char dummy[1];
+	if (!err || !errlen) {
+		err = dummy;
+		errlen = sizeof(dummy);
+	}
+	err[0] = 0;
+	memset(c, 0, sizeof(*c));
+	c->replicas = 3;
+	c->io_timeout_ms = 1000;
+	struct parse p = {.c = c, .msg = err, .msglen = errlen};
+	p.f = fopen(path, "re");
+	if (!p.f) {
+		int e = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-e));
+		return e;
+	}
+	int r = ini_parse_stream(reader, &p, handler, &p);
+	bool ioerr = ferror(p.f);
+	fclose(p.f);
+	if (p.err)
+		return p.err;
+	if (r > 0) {
+		/* A syntax error inih found itself (no '=', unterminated section). */
+		p.line = (unsigned)r;
+		fail(&p, -EINVAL, "syntax error");
+		return p.err;
+	}
+	if (r < 0 || ioerr) {
+		snprintf(err, errlen, "%s: read error", path);
+		return -EIO;
+	}
+	if (!p.cluster_seen || !(p.cluster_keys & SEEN_DIR)) {
+		snprintf(err, errlen, "missing section [cluster] with key dir");
+		return -EINVAL;
+	}
+	if (c->nnodes == 0) {
+		snprintf(err, errlen, "no [node.NAME] section");
+		return -EINVAL;
+	}
+	static const char *const keys[] = {"host", "http_port", "replica_port", "nbd_port", "data"};
+	for (unsigned i = 0; i < c->nnodes; i++) {
+		if (p.node_keys[i] == SEEN_NODE_ALL)
+			continue;
+		for (unsigned k = 0; k < 5; k++) {
+			if (!(p.node_keys[i] & (1u << k))) {
+				snprintf(err, errlen, "[node.%s]: missing key %s", c->nodes[i].name,
+					 keys[k]);
+				return -EINVAL;
+			}
+		}
+	}
+	return check_ports(c, err, errlen);
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t w = write(fd, buf, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+static int fsync_dir_of(const char *path)
+{
+	char dir[CONFIG_PATH_MAX + 8];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = 0;
+	else
+		*slash = 0;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = fsync(fd) ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+int config_save(const char *path, const struct config *c)
+{
+	size_t cap = 512 + (size_t)c->nnodes * (CONFIG_PATH_MAX + 512) + CONFIG_PATH_MAX;
+	char *buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	size_t len =
+	    (size_t)snprintf(buf, cap, "[cluster]\ndir = %s\nreplicas = %u\nio_timeout_ms = %u\n",
+			     c->dir, c->replicas, c->io_timeout_ms);
+	for (unsigned i = 0; i < c->nnodes && len < cap; i++) {
+		const struct config_node *n = &c->nodes[i];
+		len += (size_t)snprintf(buf + len, cap - len,
+					"\n[node.%s]\nhost = %s\nhttp_port = %u\nreplica_port = "
+					"%u\nnbd_port = %u\ndata = %s\n",
+					n->name, n->host, n->http_port, n->replica_port,
+					n->nbd_port, n->data);
+	}
+	if (len >= cap) {
+		free(buf);
+		return -ENAMETOOLONG;
+	}
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
+		free(buf);
+		return -ENAMETOOLONG;
+	}
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		int e = -errno;
+		free(buf);
+		return e;
+	}
+	int r = write_all(fd, buf, len);
+	free(buf);
+	if (!r && fsync(fd))
+		r = -errno;
+	if (close(fd) && !r)
+		r = -errno;
+	if (!r && rename(tmp, path))
+		r = -errno;
+	if (r) {
+		unlink(tmp);
+		return r;
+	}
+	return fsync_dir_of(path);
+}
+
+const struct config_node *config_node(const struct config *c, const char *name)
+{
+	for (unsigned i = 0; i < c->nnodes; i++)
+		if (!strcmp(c->nodes[i].name, name))
+			return &c->nodes[i];
+	return NULL;
+}
