@@ -1,0 +1,362 @@
+/*
+ * server_ops: executes one verified replica-protocol request against its volume's store and
+ * finishes it with srv_req_done(). Enforces the protocol rules that are not framing: HELLO
+ * first (-EPROTO), epoch fencing (-ESTALE), payload syntax (-EINVAL). Payload formats are in
+ * docs/ARCHITECTURE.md, "Replica protocol".
+ */
+#include "server_priv.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* exec()'s answer when a store callback will finish the request. */
+#define ASYNC (1 << 30)
+
+/* A name payload may or may not carry a trailing NUL. */
+static int payload_name(const struct srv_req *r, char out[STORE_NAME_MAX])
+{
+	uint32_t len = r->req.payload_len;
+	while (len && r->payload[len - 1] == 0)
+		len--;
+	if (len == 0 || len >= STORE_NAME_MAX || memchr(r->payload, 0, len))
+		return -EINVAL;
+	memcpy(out, r->payload, len);
+	out[len] = 0;
+	return store_name_valid(out) ? 0 : -EINVAL;
+}
+
+static int copy_name(const char *s, char out[STORE_NAME_MAX])
+{
+	if (!s || strlen(s) >= STORE_NAME_MAX || !store_name_valid(s))
+		return -EINVAL;
+	strcpy(out, s);
+	return 0;
+}
+
+/* Hands a malloc'd JSON text to the reply. */
+static int reply_json(struct srv_req *r, json_t *j)
+{
+	if (!j)
+		return -ENOMEM;
+	char *txt = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!txt)
+		return -ENOMEM;
+	r->rpayload = (uint8_t *)txt;
+	r->rlen = (uint32_t)strlen(txt);
+	return 0;
+}
+
+static int info_reply(struct srv_req *r)
+{
+	struct store_info in;
+	int e = store_get_info(r->vol->st, &in);
+	if (e < 0)
+		return e;
+	json_t *members = json_array();
+	for (uint32_t i = 0; i < in.nmembers && i < STORE_MAX_MEMBERS; i++)
+		json_array_append_new(members, json_pack("{s:s,s:b}", "node", in.members[i].node,
+							 "in_sync", in.members[i].in_sync));
+	return reply_json(r, json_pack("{s:s,s:s,s:I,s:I,s:I,s:o,s:I,s:b,s:I,s:s}", "name", in.name,
+				       "uuid", in.uuid, "size", (json_int_t)in.size, "epoch",
+				       (json_int_t)in.epoch, "members_gen",
+				       (json_int_t)in.members_gen, "members", members, "allocated",
+				       (json_int_t)in.allocated, "clean", in.clean, "snapshots",
+				       (json_int_t)in.nsnapshots, "node", r->c->srv->node));
+}
+
+static int snap_list_reply(struct srv_req *r)
+{
+	struct store_snap *snaps = NULL;
+	uint32_t n = 0;
+	int e = store_snapshot_list(r->vol->st, &snaps, &n);
+	if (e < 0)
+		return e;
+	json_t *a = json_array();
+	for (uint32_t i = 0; a && i < n; i++)
+		json_array_append_new(
+		    a, json_pack("{s:s,s:s,s:I,s:I,s:b,s:b}", "name", snaps[i].name, "parent",
+				 snaps[i].parent, "created", (json_int_t)snaps[i].created,
+				 "allocated", (json_int_t)snaps[i].allocated, "in_head_chain",
+				 snaps[i].in_head_chain, "deleting", snaps[i].deleting));
+	free(snaps);
+	return reply_json(r, a);
+}
+
+static int op_hello(struct srv_req *r)
+{
+	char name[STORE_NAME_MAX];
+	struct srv_store *vol;
+	int e = payload_name(r, name);
+	if (e < 0)
+		return e;
+	e = srv_store_get(r->c->srv, name, &vol);
+	if (e < 0)
+		return e;
+	r->c->vol = vol;
+	r->vol = vol;
+	return info_reply(r);
+}
+
+static int op_members(struct srv_req *r)
+{
+	struct store_member m[STORE_MAX_MEMBERS];
+	json_error_t jerr;
+	if (!r->req.payload_len)
+		return -EINVAL;
+	json_t *j = json_loadb((const char *)r->payload, r->req.payload_len, 0, &jerr);
+	json_t *gen = json_object_get(j, "gen"), *arr = json_object_get(j, "members");
+	int e = -EINVAL;
+	if (!json_is_integer(gen) || json_integer_value(gen) < 0 || !json_is_array(arr) ||
+	    json_array_size(arr) > STORE_MAX_MEMBERS)
+		goto out;
+	memset(m, 0, sizeof(m));
+	size_t i;
+	json_t *v;
+	json_array_foreach(arr, i, v)
+	{
+		json_t *in_sync = json_object_get(v, "in_sync");
+		if (copy_name(json_string_value(json_object_get(v, "node")), m[i].node) < 0 ||
+		    !json_is_boolean(in_sync))
+			goto out;
+		m[i].in_sync = json_is_true(in_sync);
+	}
+	e = store_set_members(r->vol->st, m, (uint32_t)json_array_size(arr),
+			      (uint64_t)json_integer_value(gen));
+out:
+	json_decref(j);
+	return e;
+}
+
+static int op_dirty_put(struct srv_req *r)
+{
+	const uint8_t *nul = r->req.payload_len ? memchr(r->payload, 0, r->req.payload_len) : NULL;
+	if (!nul)
+		return -EINVAL;
+	size_t jlen = (size_t)(nul - r->payload);
+	json_error_t jerr;
+	json_t *j = json_loadb((const char *)r->payload, jlen, 0, &jerr);
+	json_t *grain = json_object_get(j, "grain");
+	char member[STORE_NAME_MAX];
+	int e = -EINVAL;
+	if (copy_name(json_string_value(json_object_get(j, "member")), member) == 0 &&
+	    json_is_integer(grain) && json_integer_value(grain) > 0 &&
+	    json_integer_value(grain) <= UINT32_MAX)
+		e = store_put_dirty(r->vol->st, member, (uint32_t)json_integer_value(grain),
+				    nul + 1, r->req.payload_len - jlen - 1);
+	json_decref(j);
+	return e;
+}
+
+static int op_dirty_get(struct srv_req *r)
+{
+	char member[STORE_NAME_MAX];
+	uint32_t grain;
+	uint8_t *bits = NULL;
+	size_t n = 0;
+	int e = payload_name(r, member);
+	if (e < 0)
+		return e;
+	e = store_get_dirty(r->vol->st, member, &grain, &bits, &n);
+	if (e < 0)
+		return e;
+	if (n > PROTO_MAX_PAYLOAD - 4) {
+		free(bits);
+		return -EFBIG;
+	}
+	r->rpayload = malloc(4 + n);
+	if (!r->rpayload) {
+		free(bits);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < 4; i++)
+		r->rpayload[i] = (uint8_t)(grain >> (8 * i));
+	if (n)
+		memcpy(r->rpayload + 4, bits, n);
+	r->rlen = (uint32_t)(4 + n);
+	free(bits);
+	return 0;
+}
+
+static int op_hash(struct srv_req *r)
+{
+	uint64_t len = r->req.length, ext = r->req.arg;
+	if (ext == 0 || ext > UINT32_MAX)
+		return -EINVAL;
+	uint64_t n = len / ext + (len % ext != 0);
+	if (n > PROTO_MAX_PAYLOAD / 8)
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	uint64_t *h = malloc(n * 8);
+	if (!h)
+		return -ENOMEM;
+	int e = store_hash(r->vol->st, r->req.offset, len, (uint32_t)ext, h);
+	if (e < 0) {
+		free(h);
+		return e;
+	}
+	uint8_t *p = (uint8_t *)h;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t v = h[i];
+		for (int b = 0; b < 8; b++)
+			p[i * 8 + b] = (uint8_t)(v >> (8 * b));
+	}
+	r->rpayload = p;
+	r->rlen = (uint32_t)(n * 8);
+	return 0;
+}
+
+static int op_clone(struct srv_req *r)
+{
+	json_error_t jerr;
+	if (!r->req.payload_len)
+		return -EINVAL;
+	json_t *j = json_loadb((const char *)r->payload, r->req.payload_len, 0, &jerr);
+	char snap[STORE_NAME_MAX], name[STORE_NAME_MAX], dir[4096];
+	int e = copy_name(json_string_value(json_object_get(j, "snapshot")), snap);
+	if (e == 0)
+		e = copy_name(json_string_value(json_object_get(j, "name")), name);
+	json_decref(j);
+	if (e == 0)
+		e = srv_volume_dir(r->c->srv, name, dir, sizeof(dir));
+	if (e == 0)
+		e = store_clone(r->vol->st, snap, dir, name);
+	return e;
+}
+
+static int op_snap(struct srv_req *r)
+{
+	char name[STORE_NAME_MAX];
+	int e = payload_name(r, name);
+	if (e < 0)
+		return e;
+	switch (r->req.op) {
+	case PROTO_SNAP_CREATE:
+		return store_snapshot_create(r->vol->st, name);
+	case PROTO_SNAP_REVERT:
+		return store_snapshot_revert(r->vol->st, name);
+	default:
+		e = store_snapshot_delete(r->vol->st, name);
+		if (e == 0) {
+			r->vol->merging = true;
+			srv_merge_kick(r->c->srv);
+		}
+		return e;
+	}
+}
+
+static void io_cb(void *arg, int res)
+{
+	srv_req_done(arg, res < 0 ? res : 0);
+}
+
+static void close_cb(void *arg, int res)
+{
+	struct srv_req *r = arg;
+	if (res >= 0)
+		res = store_set_clean(r->vol->st, true);
+	srv_req_done(r, res < 0 ? res : 0);
+}
+
+static void write_cb(void *arg, int res)
+{
+	struct srv_req *r = arg;
+	if (res >= 0 && (r->req.flags & PROTO_FLAG_FUA)) {
+		res = store_flush(r->vol->st, io_cb, r);
+		if (res >= 0)
+			return;
+	}
+	srv_req_done(r, res < 0 ? res : 0);
+}
+
+/* Starts an asynchronous op; ASYNC when the store's callback will finish r. */
+static int start_io(struct srv_req *r)
+{
+	struct store *st = r->vol->st;
+	const struct proto_req *h = &r->req;
+	int e;
+	switch (h->op) {
+	case PROTO_READ:
+		if (h->length == 0)
+			return 0;
+		r->rpayload = malloc(h->length);
+		if (!r->rpayload)
+			return -ENOMEM;
+		r->rlen = (uint32_t)h->length;
+		e = store_read(st, h->offset, (uint32_t)h->length, r->rpayload, io_cb, r);
+		break;
+	case PROTO_WRITE:
+		e = store_write(st, h->offset, (uint32_t)h->length, r->payload, write_cb, r);
+		break;
+	case PROTO_FLUSH:
+		e = store_flush(st, io_cb, r);
+		break;
+	case PROTO_TRIM:
+	case PROTO_ZERO:
+		e = store_trim(st, h->offset, h->length, h->op == PROTO_ZERO, io_cb, r);
+		break;
+	case PROTO_CLOSE:
+		e = store_flush(st, close_cb, r);
+		break;
+	default:
+		return -EOPNOTSUPP;
+	}
+	return e < 0 ? e : ASYNC;
+}
+
+static int exec(struct srv_req *r)
+{
+	const struct proto_req *h = &r->req;
+	if (h->op == PROTO_HELLO)
+		return op_hello(r);
+	if (!r->c->vol)
+		return -EPROTO;
+	r->vol = r->c->vol;
+	struct store *st = r->vol->st;
+	if (h->op != PROTO_INFO && h->op != PROTO_OPEN && h->epoch != store_epoch(st))
+		return -ESTALE;
+	int e;
+	switch (h->op) {
+	case PROTO_INFO:
+		return info_reply(r);
+	case PROTO_OPEN:
+		e = store_bump_epoch(st, h->epoch);
+		return e < 0 ? e : store_set_clean(st, false);
+	case PROTO_MEMBERS:
+		return op_members(r);
+	case PROTO_DIRTY_PUT:
+		return op_dirty_put(r);
+	case PROTO_DIRTY_GET:
+		return op_dirty_get(r);
+	case PROTO_DIRTY_DROP: {
+		char member[STORE_NAME_MAX];
+		e = payload_name(r, member);
+		return e < 0 ? e : store_drop_dirty(st, member);
+	}
+	case PROTO_SNAP_CREATE:
+	case PROTO_SNAP_DELETE:
+	case PROTO_SNAP_REVERT:
+		return op_snap(r);
+	case PROTO_SNAP_LIST:
+		return snap_list_reply(r);
+	case PROTO_HASH:
+		return op_hash(r);
+	case PROTO_RESIZE:
+		return store_resize(st, h->arg);
+	case PROTO_CLONE:
+		return op_clone(r);
+	default:
+		return start_io(r);
+	}
+}
+
+void srv_exec(struct srv_req *r)
+{
+	int e = exec(r);
+	if (e != ASYNC)
+		srv_req_done(r, e < 0 ? e : 0);
+}
