@@ -34,6 +34,8 @@ struct nbd_exports {
 int nbd_server_new(struct loop *l, const char *host, uint16_t port,
 		   const struct nbd_exports *exports, struct nbd_server **out);
 void nbd_server_free(struct nbd_server *s);
+/* The port actually bound (useful when port 0 asked for an ephemeral one). */
+uint16_t nbd_server_port(struct nbd_server *s);
 /* Connections currently attached to export name. */
 uint32_t nbd_server_clients(struct nbd_server *s, const char *name);
 /* Closes every connection to export name (in-flight requests complete first). */
