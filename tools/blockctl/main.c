@@ -1,0 +1,108 @@
+/*
+ * blockctl main: global options (-c FILE, $BLOCKD_CONF, --json, --help) and dispatch to the
+ * command groups. Exit status: 0 ok, 1 failure, 2 usage error.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/blockctl/blockctl.h"
+
+static const struct group {
+	const char *name;
+	int (*fn)(struct ctx *c, int argc, char **argv);
+	const char *usage;
+} groups[] = {
+    {"cluster", cmd_cluster,
+     "  blockctl cluster up --nodes N --dir DIR [--base-port P] [--replicas R]\n"
+     "      create DIR/cluster.conf (or reuse it) and start every node that is down\n"
+     "  blockctl cluster status [--json] [--dir DIR]\n"
+     "  blockctl cluster down [--dir DIR]\n"},
+    {"node", cmd_node, "  blockctl node ls [--json]\n"},
+    {"volume", cmd_volume,
+     "  blockctl volume create NAME --size SIZE [--replicas N]   (SIZE: 10G, 512M, ...)\n"
+     "  blockctl volume ls [--json]\n"
+     "  blockctl volume info NAME [--json]\n"
+     "  blockctl volume rm NAME\n"
+     "  blockctl volume resize NAME --size SIZE\n"
+     "  blockctl volume attach NAME [--node NODE]      prints the nbd:// URL\n"
+     "  blockctl volume detach NAME\n"
+     "  blockctl volume import NAME FILE               copy FILE into the volume\n"
+     "  blockctl volume export NAME FILE               copy the volume into FILE (sparse)\n"},
+    {"snapshot", cmd_snapshot,
+     "  blockctl snapshot create VOL SNAP\n"
+     "  blockctl snapshot ls VOL [--json]\n"
+     "  blockctl snapshot rm VOL SNAP\n"
+     "  blockctl snapshot revert VOL SNAP\n"
+     "  blockctl snapshot clone VOL SNAP NEWVOL\n"},
+    {"replica", cmd_replica,
+     "  blockctl replica ls VOL [--json]\n"
+     "  blockctl replica verify VOL [--json]\n"
+     "  blockctl replica wait VOL [--timeout SECONDS]\n"},
+};
+
+static void usage(FILE *f, const struct group *only)
+{
+	fputs("usage: blockctl [-c FILE] [--json] GROUP COMMAND [ARGS]\n\n"
+	      "The cluster file comes from -c FILE or $BLOCKD_CONF.\n\n",
+	      f);
+	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
+		if (!only || only == &groups[i])
+			fputs(groups[i].usage, f);
+}
+
+int main(int argc, char **argv)
+{
+	struct ctx c = {.conf_path = getenv("BLOCKD_CONF")};
+	if (c.conf_path && !*c.conf_path)
+		c.conf_path = NULL;
+	/* Global options may appear anywhere before "--"; strip them so that commands see
+	 * only their own arguments. */
+	int n = 0;
+	bool help = false, dashdash = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!dashdash && strcmp(a, "--") == 0)
+			dashdash = true;
+		if (dashdash) {
+			argv[n++] = argv[i];
+			continue;
+		}
+		if (strcmp(a, "--json") == 0) {
+			c.json = true;
+		} else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+			if (i + 1 >= argc)
+				usage_die("option '%s' needs a file", a);
+			c.conf_path = argv[++i];
+		} else if (strncmp(a, "--config=", 9) == 0) {
+			c.conf_path = a + 9;
+		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			help = true;
+		} else {
+			argv[n++] = argv[i];
+		}
+	}
+	if (n == 0 || strcmp(argv[0], "help") == 0) {
+		const struct group *g = NULL;
+		if (n > 1)
+			for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
+				if (strcmp(groups[i].name, argv[1]) == 0)
+					g = &groups[i];
+		if (n == 0 && !help) {
+			usage(stderr, NULL);
+			return EXIT_USAGE;
+		}
+		usage(stdout, g);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) {
+		const struct group *g = &groups[i];
+		if (strcmp(g->name, argv[0]) != 0)
+			continue;
+		if (help || n == 1) {
+			usage(help ? stdout : stderr, g);
+			return help ? 0 : EXIT_USAGE;
+		}
+		return g->fn(&c, n - 1, argv + 1);
+	}
+	usage_die("unknown command group '%s'", argv[0]);
+}
