@@ -302,17 +302,22 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 			const struct config_node *n = &cfg->nodes[i];
 			int st;
 			if (started[i] && waitpid(pids[i], &st, WNOHANG) == pids[i]) {
-				if (WIFEXITED(st))
-					warnx_(
-					    "cluster up: %s exited with status %d before answering "
-					    "/v1/health",
-					    n->name, WEXITSTATUS(st));
-				else
-					warnx_("cluster up: %s was killed by signal %d before "
-					       "answering /v1/health",
-					       n->name, WTERMSIG(st));
-				print_log_tail(n);
-				exit(1);
+				started[i] = false;
+				/* Exit 0 means it daemonized: keep polling its health. */
+				if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+					if (WIFEXITED(st))
+						warnx_(
+						    "cluster up: %s exited with status %d before "
+						    "answering /v1/health",
+						    n->name, WEXITSTATUS(st));
+					else
+						warnx_(
+						    "cluster up: %s was killed by signal %d before "
+						    "answering /v1/health",
+						    n->name, WTERMSIG(st));
+					print_log_tail(n);
+					exit(1);
+				}
 			}
 			ok[i] = node_up(n);
 			pending += !ok[i];
