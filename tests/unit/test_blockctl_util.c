@@ -156,6 +156,18 @@ static void test_table(void **state)
 	free(out);
 	table_free(&t);
 
+	/* An empty last cell leaves no trailing blanks. */
+	const char *h3[] = {"NODE", "ERROR"};
+	assert_int_equal(table_init(&t, 2, h3), 0);
+	const char *r3[] = {"node1", ""};
+	const char *r4[] = {"n2", "gone"};
+	assert_int_equal(table_add(&t, r3), 0);
+	assert_int_equal(table_add(&t, r4), 0);
+	out = render(&t);
+	assert_string_equal(out, "NODE   ERROR\nnode1\nn2     gone\n");
+	free(out);
+	table_free(&t);
+
 	/* Header only; widths come from the header. */
 	const char *h2[] = {"A", "B"};
 	assert_int_equal(table_init(&t, 2, h2), 0);

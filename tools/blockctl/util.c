@@ -193,27 +193,34 @@ int table_add(struct table *t, const char *const *cells)
 
 int table_print(const struct table *t, FILE *f)
 {
-	size_t w[TABLE_MAX_COLS] = {0};
+	size_t w[TABLE_MAX_COLS] = {0}, linecap = 1;
 	for (unsigned r = 0; r <= t->nrows; r++)
 		for (unsigned c = 0; c < t->ncols; c++) {
 			size_t l = strlen(t->cells[r * t->ncols + c]);
 			if (l > w[c])
 				w[c] = l;
 		}
+	for (unsigned c = 0; c < t->ncols; c++)
+		linecap += w[c] + 2;
+	char *line = malloc(linecap);
+	if (!line)
+		return -ENOMEM;
 	for (unsigned r = 0; r <= t->nrows; r++) {
+		size_t off = 0;
 		for (unsigned c = 0; c < t->ncols; c++) {
 			const char *s = t->cells[r * t->ncols + c];
-			bool last = c + 1 == t->ncols;
 			int pad = (int)w[c];
-			if (t->right[c])
-				fprintf(f, "%*s", pad, s);
-			else if (last)
-				fputs(s, f);
-			else
-				fprintf(f, "%-*s", pad, s);
-			fputs(last ? "\n" : "  ", f);
+			off += (size_t)snprintf(line + off, linecap - off,
+						t->right[c] ? "%s%*s" : "%s%-*s", c ? "  " : "",
+						pad, s);
 		}
+		/* Padding after the last non-empty cell is noise (and breaks `cut`). */
+		while (off > 0 && line[off - 1] == ' ')
+			off--;
+		line[off] = 0;
+		fprintf(f, "%s\n", line);
 	}
+	free(line);
 	return ferror(f) ? -EIO : 0;
 }
 
