@@ -16,6 +16,7 @@
 #include "tools/blockctl/util.h"
 
 #define T_HEALTH_MS 1000
+#define T_LIST_MS 5000 /* a hung node must not stall every listing for long */
 #define T_DEFAULT_MS 30000
 #define T_LONG_MS 600000
 

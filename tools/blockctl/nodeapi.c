@@ -101,7 +101,7 @@ static json_t *get_array(const struct config_node *n, const char *path)
 {
 	int status;
 	json_t *j;
-	if (node_req(n, "GET", path, NULL, T_DEFAULT_MS, &status, &j) < 0)
+	if (node_req(n, "GET", path, NULL, T_LIST_MS, &status, &j) < 0)
 		return NULL;
 	if (status != 200 || !json_is_array(j)) {
 		json_decref(j);
