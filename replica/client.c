@@ -3,7 +3,7 @@
  *
  * Requests live in a slot table; a handle is (sequence << 32 | slot), so a reply finds its
  * request in O(1) and a stale or forged handle is rejected. Sends are queued and flushed once
- * per loop iteration (loop_defer), so a burst of requests costs one sendmsg; payloads go
+ * per loop iteration (a 0 ms timer), so a burst of requests costs one sendmsg; payloads go
  * from the caller's buffer. Replies are read through a 64 KiB buffer; a large payload is
  * read straight into the request's rbuf (or a scratch buffer).
  *
@@ -60,7 +60,7 @@ struct rclient {
 	uint32_t seq;
 	uint32_t inflight;
 	struct rc_req *sq_head, *sq_tail;
-	bool flush_scheduled;
+	struct loop_timer *flush_timer; /* a 0 ms timer: cancellable, unlike loop_defer */
 	/* receive side */
 	uint8_t *rbuf;
 	uint32_t rpos, rend;
@@ -81,6 +81,8 @@ static void on_event(void *arg, uint32_t events);
 
 static void really_free(struct rclient *c)
 {
+	if (c->flush_timer)
+		loop_timer_cancel(c->l, c->flush_timer);
 	free(c->slots);
 	free(c->free_slots);
 	free(c->rbuf);
@@ -90,7 +92,7 @@ static void really_free(struct rclient *c)
 
 static void leave(struct rclient *c)
 {
-	if (--c->depth == 0 && c->free_pending && !c->flush_scheduled)
+	if (--c->depth == 0 && c->free_pending)
 		really_free(c);
 }
 
@@ -191,7 +193,7 @@ static void flush(struct rclient *c)
 static void flush_deferred(void *arg)
 {
 	struct rclient *c = arg;
-	c->flush_scheduled = false;
+	c->flush_timer = NULL;
 	c->depth++;
 	flush(c);
 	leave(c);
@@ -426,12 +428,9 @@ int rclient_send(struct rclient *c, struct proto_req *req, const void *payload, 
 	else
 		c->sq_head = r;
 	c->sq_tail = r;
-	if (c->state == RC_UP && !c->flush_scheduled) {
-		if (loop_defer(c->l, flush_deferred, c) == 0)
-			c->flush_scheduled = true;
-		else
-			set_events(c, EPOLLIN | EPOLLOUT);
-	}
+	if (c->state == RC_UP && !c->flush_timer &&
+	    loop_timer_add(c->l, 0, flush_deferred, c, &c->flush_timer) < 0)
+		set_events(c, EPOLLIN | EPOLLOUT);
 	return 0;
 }
 
