@@ -767,6 +767,82 @@ static void test_abandon_then_free(void **state)
 			 0);
 }
 
+static long rss_mib(void)
+{
+	long pages = 0, rss = 0;
+	FILE *fp = fopen("/proc/self/statm", "r");
+	assert_non_null(fp);
+	assert_int_equal(fscanf(fp, "%ld %ld", &pages, &rss), 2);
+	fclose(fp);
+	return rss * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
+}
+
+struct drain {
+	int fd;
+	size_t got, want;
+};
+
+static bool drained(void *arg)
+{
+	struct drain *d = arg;
+	static uint8_t sink[1 << 16];
+	for (;;) {
+		ssize_t n = recv(d->fd, sink, sizeof(sink), MSG_DONTWAIT);
+		if (n <= 0)
+			break;
+		d->got += (size_t)n;
+	}
+	return d->got >= d->want;
+}
+
+static void test_throttle(void **state)
+{
+	/* A client that never reads replies cannot make the server buffer without bound:
+	 * past the in-flight limit the server stops reading, then resumes. */
+	struct fx *f = *state;
+	struct raw r;
+	raw_connect(f, &r);
+	raw_hello(f, &r);
+	struct proto_req op = {.op = PROTO_OPEN, .handle = 2, .epoch = 1};
+	struct proto_rep rep;
+	raw_send_req(&r, &op, NULL, true);
+	assert_true(raw_reply(f, &r, &rep));
+	assert_int_equal(rep.status, 0);
+	enum { N = 1000, SZ = 512 << 10 };
+	long before = rss_mib();
+	int sent = 0;
+	uint64_t deadline = loop_now_ms() + 3000;
+	while (sent < N && loop_now_ms() < deadline) {
+		struct proto_req rd = {.op = PROTO_READ,
+				       .handle = 10 + (uint64_t)sent,
+				       .epoch = 1,
+				       .offset = (uint64_t)(sent % 100) * SZ,
+				       .length = SZ};
+		uint8_t hdr[PROTO_REQ_SIZE];
+		proto_req_encode(&rd, hdr);
+		ssize_t k = send(r.fd, hdr, sizeof(hdr), MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (k == (ssize_t)sizeof(hdr))
+			sent++;
+		else {
+			assert_true(k < 0); /* headers are never split at this size */
+			run_until(f->l, always, NULL, 5);
+		}
+	}
+	assert_int_equal(sent, N);
+	/* Let the server do all it is willing to do without us reading. */
+	for (int i = 0; i < 50; i++)
+		run_until(f->l, always, NULL, 5);
+	long grown = rss_mib() - before;
+	/* The byte limit (64 MiB) plus slack; unthrottled it holds ~500 MiB of replies, and
+	 * with only the request-count limit 128 MiB. */
+	assert_true(grown < 110);
+	/* Reading resumes the flow: more replies than the limit arrive. */
+	struct drain d = {.fd = r.fd, .got = r.got, .want = (size_t)400 * (PROTO_REP_SIZE + SZ)};
+	assert_true(run_until(f->l, drained, &d, 10000));
+	close(r.fd);
+	wait_nconns(f, 0);
+}
+
 static void test_hash(void **state)
 {
 	struct fx *f = *state;
@@ -1020,6 +1096,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_bad_checksum, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_abandon, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_abandon_then_free, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_members_dirty_resize, setup, teardown),
