@@ -119,14 +119,15 @@ static json_t *body_object(const struct req *q, struct reply *r)
 	return j;
 }
 
-/* A positive integer field; *out untouched and false when absent. */
-static bool get_uint(json_t *o, const char *key, uint64_t max, uint64_t *out, bool *bad)
+/* An integer field in [min, max]; *out untouched and false when absent or bad. */
+static bool get_uint(json_t *o, const char *key, uint64_t min, uint64_t max, uint64_t *out,
+		     bool *bad)
 {
 	json_t *v = json_object_get(o, key);
 	if (!v)
 		return false;
-	if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
-	    (uint64_t)json_integer_value(v) > max) {
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) < min || (uint64_t)json_integer_value(v) > max) {
 		*bad = true;
 		return false;
 	}
@@ -160,7 +161,7 @@ static void do_replica_create(struct api *a, const struct req *q, struct reply *
 	size_t nm = json_array_size(mem);
 	if (!name_ok("volume", vol, r))
 		goto out;
-	if (!get_uint(b, "size", INT64_MAX, &size, &bad)) {
+	if (!get_uint(b, "size", 1, INT64_MAX, &size, &bad)) {
 		reply_err(r, 400, "\"size\" must be a positive integer (bytes)", NULL);
 		goto out;
 	}
@@ -260,7 +261,7 @@ static void do_volume(struct api *a, const char *method, char **seg, int nseg, c
 			return;
 		struct node_op_args args = {0};
 		bool bad = false;
-		if (get_uint(b, "size", INT64_MAX, &args.size, &bad))
+		if (get_uint(b, "size", 1, INT64_MAX, &args.size, &bad))
 			do_volume_op(a, vol, NODE_OP_RESIZE, &args, r);
 		else
 			reply_err(r, 400, "\"size\" must be a positive integer (bytes)", NULL);
@@ -277,10 +278,10 @@ static void do_volume(struct api *a, const char *method, char **seg, int nseg, c
 			return;
 		uint64_t t = API_WAIT_DEFAULT_MS;
 		bool bad = false;
-		get_uint(b, "timeout_ms", API_WAIT_MAX_MS, &t, &bad);
+		get_uint(b, "timeout_ms", 0, API_WAIT_MAX_MS, &t, &bad);
 		json_decref(b);
 		if (bad) {
-			reply_err(r, 400, "\"timeout_ms\" must be a positive integer (at most 1 h)",
+			reply_err(r, 400, "\"timeout_ms\" must be an integer from 0 to 3600000",
 				  NULL);
 			return;
 		}

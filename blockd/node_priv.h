@@ -18,6 +18,9 @@
 
 /* How long a control call waits for the other nodes' answers. */
 #define NODE_PEER_TIMEOUT_MS 1000
+/* How long a control call waits for a volume being opened or closed here to settle. */
+#define NODE_BUSY_WAIT_MS 30000
+#define NODE_BUSY_POLL_MS 20
 
 enum vol_state { VOL_OPENING, VOL_OPEN, VOL_CLOSING };
 

@@ -7,7 +7,8 @@
  * zero, so no caller ever sees it freed. Attached entries are exported over NBD; temporary
  * ones serve one API call (or several concurrent ones) and close when the last finishes.
  * Only one entry per volume exists at a time: an API call that finds the volume opening or
- * closing gets -EBUSY rather than a second engine fencing the first.
+ * closing waits for that to settle (then shares the engine, or opens a new one) rather than
+ * start a second engine that would fence the first.
  */
 #include "blockd/node_priv.h"
 
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blockd/nbd_server.h"
 #include "replica/server.h"
@@ -197,9 +199,7 @@ static void attach_check(void *arg)
 		return;
 	}
 	if (v->st != VOL_OPEN) {
-		a->res = -EBUSY;
-		node_set_err(a->e, "%s is being %s on this node", a->vol,
-			     v->st == VOL_OPENING ? "opened" : "closed");
+		a->res = -EINPROGRESS;
 		return;
 	}
 	if (!v->attached) {
@@ -220,7 +220,7 @@ static void attach_open(void *arg, struct loop_waiter *w)
 		return;
 	}
 	if (node_vol_find(a->n, a->vol)) {
-		loop_done(w, -EBUSY);
+		loop_done(w, -EINPROGRESS);
 		return;
 	}
 	vol_open(a->n, a->vol, true, w);
@@ -238,16 +238,16 @@ static void open_err(struct node_err *e, const char *vol, int r)
 {
 	if (r == -ENOENT)
 		node_set_err(e, "%s: no such volume (no replica answered for it)", vol);
-	else if (r == -EBUSY)
-		node_set_err(e, "%s is busy on this node", vol);
+	else if (r == -EBUSY || r == -EINPROGRESS)
+		node_set_err(e, "%s is busy on this node (being opened or closed)", vol);
 	else if (r == -ESHUTDOWN)
 		node_set_err(e, "node is shutting down");
 	else
 		node_set_err(e, "%s: cannot open (no quorum of replicas?): %s", vol, strerror(-r));
 }
 
-int node_attach_impl(struct node *n, const char *vol, bool reattach, json_t **out,
-		     struct node_err *e)
+static int attach_once(struct node *n, const char *vol, bool reattach, json_t **out,
+		       struct node_err *e)
 {
 	struct attach a = {.n = n, .vol = vol, .reattach = reattach, .e = e};
 	int r = loop_call(n->loop, attach_check, &a);
@@ -263,7 +263,7 @@ int node_attach_impl(struct node *n, const char *vol, bool reattach, json_t **ou
 	}
 	r = loop_call_wait(n->loop, attach_open, &a);
 	if (r) {
-		if (r != -ECANCELED)
+		if (r != -ECANCELED && r != -EINPROGRESS)
 			open_err(e, vol, r);
 		goto done;
 	}
@@ -278,6 +278,21 @@ done:
 		*out = a.out;
 	else
 		json_decref(a.out);
+	return r;
+}
+
+int node_attach_impl(struct node *n, const char *vol, bool reattach, json_t **out,
+		     struct node_err *e)
+{
+	uint64_t deadline = loop_now_ms() + NODE_BUSY_WAIT_MS;
+	int r;
+	while ((r = attach_once(n, vol, reattach, out, e)) == -EINPROGRESS &&
+	       loop_now_ms() < deadline)
+		usleep(NODE_BUSY_POLL_MS * 1000);
+	if (r == -EINPROGRESS) {
+		open_err(e, vol, r);
+		r = -EBUSY;
+	}
 	return r;
 }
 
@@ -357,7 +372,7 @@ static void acquire_local(void *arg)
 		v->refs++;
 		a->v = v;
 	} else if (v) {
-		a->res = -EBUSY;
+		a->res = -EINPROGRESS;
 	}
 }
 
@@ -367,7 +382,7 @@ static void acquire_temp(void *arg, struct loop_waiter *w)
 	struct vol *v = node_vol_find(a->n, a->vol);
 	if (v) {
 		if (v->st != VOL_OPEN) {
-			loop_done(w, -EBUSY);
+			loop_done(w, -EINPROGRESS);
 			return;
 		}
 		v->refs++;
@@ -399,7 +414,7 @@ static void release_start(void *arg, struct loop_waiter *w)
 	loop_done(w, 0);
 }
 
-static int acquire(struct node *n, const char *vol, struct vol **out, struct node_err *e)
+static int acquire_once(struct node *n, const char *vol, struct vol **out, struct node_err *e)
 {
 	struct acquire a = {.n = n, .vol = vol};
 	int r = loop_call(n->loop, acquire_local, &a);
@@ -415,14 +430,28 @@ static int acquire(struct node *n, const char *vol, struct vol **out, struct nod
 		if (!r && !a.v)
 			r = loop_call(n->loop, acquire_found, &a);
 		if (!r && !a.v)
-			r = -EBUSY;
+			r = -EINPROGRESS;
 	}
 	if (r) {
-		open_err(e, vol, r);
+		if (r != -EINPROGRESS)
+			open_err(e, vol, r);
 		return r;
 	}
 	*out = a.v;
 	return 0;
+}
+
+static int acquire(struct node *n, const char *vol, struct vol **out, struct node_err *e)
+{
+	uint64_t deadline = loop_now_ms() + NODE_BUSY_WAIT_MS;
+	int r;
+	while ((r = acquire_once(n, vol, out, e)) == -EINPROGRESS && loop_now_ms() < deadline)
+		usleep(NODE_BUSY_POLL_MS * 1000);
+	if (r == -EINPROGRESS) {
+		open_err(e, vol, r);
+		r = -EBUSY;
+	}
+	return r;
 }
 
 static void release(struct node *n, struct vol *v)
