@@ -239,15 +239,15 @@ void replica_server_free(struct replica_server *s)
 	s->merge_timer = NULL;
 	loop_del_fd(s->l, s->lfd);
 	close(s->lfd);
-	kill_conns(s, NULL);
-	/* store_close waits for in-flight I/O, whose callbacks free the dead requests. */
+	srv_conn_orphan_all(s);
+	/* A store with I/O in flight finishes closing when it completes; the orphaned
+	 * requests are called back then and free themselves and their connections. */
 	while (s->stores) {
 		struct srv_store *v = s->stores;
 		s->stores = v->next;
 		store_close(v->st);
 		free(v);
 	}
-	srv_conn_free_all(s);
 	free(s->node);
 	free(s->data_dir);
 	free(s);

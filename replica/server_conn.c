@@ -36,12 +36,14 @@ static bool throttled(const struct srv_conn *c)
 static void conn_free(struct srv_conn *c)
 {
 	struct replica_server *s = c->srv;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	if (s) {
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			s->conns = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+	}
 	free(c->rbuf);
 	free(c);
 }
@@ -379,18 +381,19 @@ int srv_conn_new(struct replica_server *s, int fd)
 	return 0;
 }
 
-void srv_conn_free_all(struct replica_server *s)
+void srv_conn_orphan_all(struct replica_server *s)
 {
 	while (s->conns) {
 		struct srv_conn *c = s->conns;
 		srv_conn_kill(c, NULL);
 		if (s->conns != c)
-			continue;
-		/* Requests whose store never called back (it is closed now): nothing else
-		 * refers to them. */
-		while (c->all)
-			req_free(c->all);
-		c->running = false;
-		conn_settle(c);
+			continue; /* freed: nothing was in flight */
+		/* Its requests are still in a (closing) store, which calls them back later;
+		 * the connection then frees itself without the server. */
+		s->conns = c->next;
+		if (s->conns)
+			s->conns->prev = NULL;
+		c->srv = NULL;
+		c->prev = c->next = NULL;
 	}
 }

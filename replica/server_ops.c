@@ -254,10 +254,14 @@ static void io_cb(void *arg, int res)
 	srv_req_done(arg, res < 0 ? res : 0);
 }
 
+/*
+ * A dead connection's requests take no further store steps: its volume may already be
+ * closed (server freed, replica destroyed) and nobody waits for the reply.
+ */
 static void close_cb(void *arg, int res)
 {
 	struct srv_req *r = arg;
-	if (res >= 0)
+	if (res >= 0 && !r->c->dead)
 		res = store_set_clean(r->vol->st, true);
 	srv_req_done(r, res < 0 ? res : 0);
 }
@@ -265,7 +269,7 @@ static void close_cb(void *arg, int res)
 static void write_cb(void *arg, int res)
 {
 	struct srv_req *r = arg;
-	if (res >= 0 && (r->req.flags & PROTO_FLAG_FUA)) {
+	if (res >= 0 && (r->req.flags & PROTO_FLAG_FUA) && !r->c->dead) {
 		res = store_flush(r->vol->st, io_cb, r);
 		if (res >= 0)
 			return;

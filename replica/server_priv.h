@@ -6,7 +6,8 @@
  * Request life: server_conn parses a header, reads the payload, then hands the request to
  * srv_exec(); the op finishes (now or from a store callback) with srv_req_done(), which
  * queues the reply. The request is freed once its reply is written, or at once when its
- * connection has died. A dead connection is freed when its last request is.
+ * connection has died. A dead connection is freed when its last request is, even after the
+ * server itself is gone (a closing store calls its in-flight requests back later).
  */
 #ifndef BLOCKD_SERVER_PRIV_H
 #define BLOCKD_SERVER_PRIV_H
@@ -90,7 +91,8 @@ int srv_conn_new(struct replica_server *s, int fd);
 void srv_conn_kill(struct srv_conn *c, const char *why);
 /* Finishes r with status and the reply payload already in r->rpayload/rlen. */
 void srv_req_done(struct srv_req *r, int status);
-void srv_conn_free_all(struct replica_server *s);
+/* Kills every connection; those with requests still in a store outlive the server. */
+void srv_conn_orphan_all(struct replica_server *s);
 
 /* server_ops.c: executes r (payload verified); always ends in srv_req_done(). */
 void srv_exec(struct srv_req *r);

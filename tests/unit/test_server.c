@@ -74,6 +74,12 @@ static bool always(void *arg)
 	return true;
 }
 
+static bool never(void *arg)
+{
+	(void)arg;
+	return false;
+}
+
 /* ---- fixture ---- */
 
 static uint16_t free_port(void)
@@ -114,8 +120,8 @@ static int teardown(void **state)
 {
 	struct fx *f = *state;
 	replica_server_free(f->srv);
-	/* Let deferred frees (fd watches) run. */
-	run_until(f->l, always, NULL, 100);
+	/* Let deferred frees (fd watches) and closing stores' last I/O run. */
+	run_until(f->l, never, NULL, 50);
 	loop_free(f->l);
 	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	free(f);
@@ -763,6 +769,8 @@ static void test_abandon_then_free(void **state)
 		free(calls[i].payload);
 	}
 	rclient_close(k.c);
+	/* The closed store finishes its in-flight writes, then frees itself and them. */
+	run_until(f->l, never, NULL, 200);
 	assert_int_equal(replica_server_new(f->l, "node1", f->dir, "127.0.0.1", f->port, &f->srv),
 			 0);
 }
