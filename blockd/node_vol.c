@@ -591,6 +591,16 @@ static json_t *op_result(const char *vol, enum node_op op, const struct node_op_
 	}
 }
 
+static void op_log(struct node *n, const char *vol, enum node_op op, const struct node_op_args *a,
+		   int r)
+{
+	if (r)
+		node_log(n, "%s %s failed: %s", op_name(op), vol, strerror(-r));
+	else
+		node_log(n, "%s %s%s%s%s%s", op_name(op), vol, a->snap ? " " : "",
+			 a->snap ? a->snap : "", a->name ? " -> " : "", a->name ? a->name : "");
+}
+
 int node_volume_op(struct node *n, const char *vol, enum node_op op, const struct node_op_args *a,
 		   json_t **out, struct node_err *e)
 {
@@ -605,6 +615,8 @@ int node_volume_op(struct node *n, const char *vol, enum node_op op, const struc
 		return r;
 	struct opctx o = {.v = v, .op = op, .args = a};
 	r = loop_call_wait(n->loop, op_start, &o);
+	if (op_mutates(op))
+		op_log(n, vol, op, a, r);
 	release(n, v);
 	if (!r && o.json) {
 		o.out = json_loads(o.json, JSON_DECODE_ANY, NULL);
@@ -616,17 +628,23 @@ int node_volume_op(struct node *n, const char *vol, enum node_op op, const struc
 		o.out = op_result(vol, op, a);
 	if (r) {
 		json_decref(o.out);
+		bool snap = op == NODE_OP_SNAP_DELETE || op == NODE_OP_SNAP_REVERT ||
+			    op == NODE_OP_CLONE || op == NODE_OP_SNAP_CREATE;
 		if (r == -ETIMEDOUT && op == NODE_OP_WAIT_HEALTHY)
 			node_set_err(e, "%s: not healthy within %u ms", vol, a->timeout_ms);
+		else if (r == -ENOENT && snap && op != NODE_OP_SNAP_CREATE)
+			node_set_err(e, "%s: no snapshot %s", vol, a->snap);
+		else if (r == -EEXIST && op == NODE_OP_SNAP_CREATE)
+			node_set_err(e, "%s: snapshot %s already exists", vol, a->snap);
+		else if (r == -EEXIST && op == NODE_OP_CLONE)
+			node_set_err(e, "volume %s already exists", a->name);
+		else if (r == -EINVAL && op == NODE_OP_RESIZE)
+			node_set_err(e, "%s: cannot resize to %llu bytes (grow only)", vol,
+				     (unsigned long long)a->size);
 		else
 			node_set_err(e, "%s: %s: %s", vol, op_name(op), strerror(-r));
-		if (op_mutates(op))
-			node_log(n, "%s %s failed: %s", op_name(op), vol, strerror(-r));
 		return r;
 	}
-	if (op_mutates(op))
-		node_log(n, "%s %s%s%s%s%s", op_name(op), vol, a->snap ? " " : "",
-			 a->snap ? a->snap : "", a->name ? " -> " : "", a->name ? a->name : "");
 	*out = o.out;
 	return 0;
 }
