@@ -23,6 +23,7 @@
 #define NBD_RX_BUDGET 16
 
 static void conn_rx(struct nbd_conn *c);
+static void conn_event(void *arg, uint32_t events);
 
 static void free_heap_out(struct nbd_out *o)
 {
@@ -85,7 +86,7 @@ static void update_events(struct nbd_conn *c)
 	if (c->closed)
 		return;
 	uint32_t ev = (rx_wanted(c) ? EPOLLIN : 0) | (c->tx_blocked ? EPOLLOUT : 0);
-	if (ev != c->events && loop_mod_fd(c->loop, c->fd, ev, NULL, NULL) == 0)
+	if (ev != c->events && loop_mod_fd(c->loop, c->fd, ev, conn_event, c) == 0)
 		c->events = ev;
 }
 
@@ -195,19 +196,26 @@ static void check_drain(struct nbd_conn *c)
 		nbd_conn_close(c);
 }
 
+/* Everything a connection may need after any change: send, read, drain, rearm. */
+static void conn_service(struct nbd_conn *c)
+{
+	if (c->closed)
+		return;
+	if (c->tx_head && !c->tx_blocked)
+		conn_flush(c);
+	conn_rx(c);
+	if (!c->closed && c->tx_head && !c->tx_blocked)
+		conn_flush(c);
+	check_drain(c);
+	update_events(c);
+}
+
 static void kick_fn(void *arg)
 {
 	struct nbd_conn *c = arg;
 	c->kick_scheduled = false;
 	c->busy++;
-	if (!c->closed) {
-		conn_flush(c);
-		check_drain(c);
-		conn_rx(c);
-		if (!c->closed && c->tx_head && !c->tx_blocked)
-			conn_flush(c);
-		update_events(c);
-	}
+	conn_service(c);
 	c->busy--;
 	nbd_conn_maybe_free(c);
 }
@@ -291,12 +299,7 @@ static void conn_event(void *arg, uint32_t events)
 	} else {
 		if (events & EPOLLOUT)
 			conn_flush(c);
-		if (events & EPOLLIN)
-			conn_rx(c);
-		if (!c->closed && c->tx_head && !c->tx_blocked)
-			conn_flush(c);
-		check_drain(c);
-		update_events(c);
+		conn_service(c);
 	}
 	c->busy--;
 	nbd_conn_maybe_free(c);
@@ -327,8 +330,7 @@ static void conn_new(struct nbd_server *s, int fd)
 	s->conns = c;
 	c->busy++;
 	nbd_hs_start(c);
-	conn_flush(c);
-	update_events(c);
+	conn_service(c);
 	c->busy--;
 	nbd_conn_maybe_free(c);
 }
