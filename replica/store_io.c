@@ -490,7 +490,8 @@ static void sio_done(struct loop_io *io, int res)
 static int req_new(struct store *s, uint8_t kind, uint64_t off, uint64_t len, store_cb cb,
 		   void *arg, struct sreq **out)
 {
-	if (s->closing)
+	/* A closing store still finishes what it accepted, trims' edge writes included. */
+	if (s->closing && cb != trim_edge_done)
 		return -ESHUTDOWN;
 	if (off > s->size || len > s->size - off)
 		return -EINVAL;

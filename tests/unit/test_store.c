@@ -367,6 +367,49 @@ static void test_flush_reopen(void **state)
 	free(model);
 }
 
+/* What a flush made durable is in the files: a copy of the directory taken right after
+ * (as a crash would leave it, without close) reads it back. */
+static void test_flush_crash_copy(void **state)
+{
+	struct fx *f = *state;
+	uint64_t size = 16 * MIB;
+	uint8_t *model = calloc(1, size);
+	struct store *s, *c;
+	char cdir[160], cmd[512];
+	snprintf(cdir, sizeof(cdir), "%s/crash", f->root);
+	assert_int_equal(store_create(f->l, f->dir, "vol", size, &s), 0);
+	mwrite(s, f->l, model, 100, 3 * MIB, 61);
+	assert_int_equal(store_snapshot_create(s, "a"), 0);
+	mwrite(s, f->l, model, 1 * MIB + 1, 5000, 62);
+	mwrite(s, f->l, model, 9 * MIB, 70000, 63);
+	assert_int_equal(s_trim(s, f->l, 2 * MIB, 8192, false), 0);
+	memset(model + 2 * MIB, 0, 8192);
+	assert_int_equal(s_flush(s, f->l), 0);
+	snprintf(cmd, sizeof(cmd), "cp -a --sparse=always %s %s", f->dir, cdir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(store_open(f->l, cdir, &c), 0);
+	check_range(c, f->l, model, 0, size);
+	store_close(c);
+
+	/* Close with I/O in flight: the requests complete, then the store closes. */
+	struct waiter w = {.l = f->l};
+	uint8_t buf[4][6000];
+	for (int i = 0; i < 4; i++) {
+		fill(buf[i], sizeof(buf[i]), 70u + (uint32_t)i);
+		assert_int_equal(
+		    store_write(s, 5 * MIB + 1 + (uint64_t)i * 6000, 6000, buf[i], wcb, &w), 0);
+		memcpy(model + 5 * MIB + 1 + i * 6000, buf[i], 6000);
+	}
+	assert_int_equal(store_flush(s, wcb, &w), 0);
+	store_close(s);
+	run_until(&w, 5);
+	assert_int_equal(w.err, 0);
+	assert_int_equal(store_open(f->l, f->dir, &s), 0);
+	check_range(s, f->l, model, 0, size);
+	store_close(s);
+	free(model);
+}
+
 static void test_snapshot_revert(void **state)
 {
 	struct fx *f = *state;
@@ -803,6 +846,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent_subblock, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trim_zero, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flush_reopen, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_flush_crash_copy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_revert, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_merge, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
