@@ -1,0 +1,1350 @@
+/*
+ * engine: open (probe, fence with a new epoch, decide who is in sync), close, membership,
+ * ejection and reconnection of replicas, quiesced control ops, status. The data path is in
+ * engine_io.c, resync / rebuild / verify in engine_resync.c. See engine.h for the contract.
+ */
+#include "engine_int.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server_priv.h" /* srv_volume_dir(): where a local clone goes */
+
+static void tick(void *arg);
+static void conn_hello_done(struct tio *io, int res, const uint8_t *p, uint32_t len);
+
+/* ---- small helpers ---- */
+
+uint32_t eng_quorum(const struct engine *e)
+{
+	return e->ntargets / 2 + 1;
+}
+
+uint32_t eng_ninsync(const struct engine *e)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		n += e->t[i]->state == T_INSYNC;
+	return n;
+}
+
+static bool ready(const struct target *t)
+{
+	return t->store || (t->conn && t->conn->ready);
+}
+
+bool eng_takes_writes(const struct target *t)
+{
+	return (t->state == T_INSYNC || t->state == T_REBUILDING) && ready(t);
+}
+
+bool eng_readable(const struct target *t)
+{
+	return t->state == T_INSYNC && !t->suspect && ready(t);
+}
+
+int eng_tindex(const struct engine *e, const struct target *t)
+{
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		if (e->t[i] == t)
+			return (int)i;
+	return 0;
+}
+
+uint64_t eng_long_timeout(const struct engine *e)
+{
+	/* fdatasync of a busy replica, HASH of a large range and metadata writes take longer
+	 * than one data I/O; a dead replica is still noticed by its connection dropping. */
+	uint64_t t = (uint64_t)e->io_timeout_ms * 10;
+	return t < 5000 ? 5000 : t;
+}
+
+static const char *errstr(int err)
+{
+	return err < 0 ? strerror(-err) : "ok";
+}
+
+static struct target *target_new(struct engine *e, const char *node)
+{
+	struct target *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->e = e;
+	snprintf(t->node, sizeof(t->node), "%s", node);
+	bitmap_init(&t->dirty);
+	t->state = T_STALE;
+	for (uint32_t i = 0; i < e->naddrs; i++) {
+		if (strcmp(e->addrs[i].node, node) == 0) {
+			t->has_addr = true;
+			snprintf(t->host, sizeof(t->host), "%s", e->addrs[i].host);
+			t->port = e->addrs[i].port;
+		}
+	}
+	return t;
+}
+
+/* ---- connections ---- */
+
+static void conn_close(struct target *t)
+{
+	struct conn *c = t->conn;
+	if (!c)
+		return;
+	t->conn = NULL;
+	c->t = NULL;
+	rclient_close(c->rc);
+}
+
+static void probe_answer(struct target *t, int res);
+
+static void conn_connected(void *arg, int res)
+{
+	struct conn *c = arg;
+	struct target *t = c->t;
+	if (res < 0 || !t)
+		return; /* closed() follows */
+	tio_prep(&c->hello, t, PROTO_HELLO, conn_hello_done, c);
+	c->hello.payload = t->e->volume;
+	c->hello.plen = (uint32_t)strlen(t->e->volume);
+	tio_submit(&c->hello);
+}
+
+static void conn_closed(void *arg, int err)
+{
+	struct conn *c = arg;
+	struct target *t = c->t;
+	rclient_close(c->rc); /* frees the client after a transport failure */
+	free(c);
+	if (!t || t->conn != c)
+		return;
+	t->conn = NULL;
+	struct engine *e = t->e;
+	if (e->dying)
+		return;
+	if (t->probe_pending)
+		probe_answer(t, err ? err : -ECONNRESET);
+	else
+		eng_eject(t, err ? err : -ECONNRESET, "connection closed");
+}
+
+static int conn_start(struct target *t)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->t = t;
+	c->started = loop_now_ms();
+	struct rclient_cbs cbs = {.connected = conn_connected, .closed = conn_closed, .arg = c};
+	t->conn = c;
+	int r = rclient_connect(t->e->l, t->host, t->port, &cbs, &c->rc);
+	if (r < 0) {
+		t->conn = NULL;
+		free(c);
+	}
+	return r;
+}
+
+static int parse_info(const uint8_t *p, uint32_t len, struct store_info *in)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb((const char *)p, len, 0, &jerr);
+	if (!j)
+		return -EBADMSG;
+	memset(in, 0, sizeof(*in));
+	snprintf(in->name, sizeof(in->name), "%s",
+		 json_string_value(json_object_get(j, "name")) ?: "");
+	in->size = (uint64_t)json_integer_value(json_object_get(j, "size"));
+	in->epoch = (uint64_t)json_integer_value(json_object_get(j, "epoch"));
+	in->members_gen = (uint64_t)json_integer_value(json_object_get(j, "members_gen"));
+	in->clean = json_is_true(json_object_get(j, "clean"));
+	json_t *sn = json_object_get(j, "snapshots");
+	in->nsnapshots =
+	    json_is_array(sn) ? (uint32_t)json_array_size(sn) : (uint32_t)json_integer_value(sn);
+	json_t *m = json_object_get(j, "members"), *v;
+	size_t i;
+	json_array_foreach(m, i, v)
+	{
+		if (i >= STORE_MAX_MEMBERS)
+			break;
+		snprintf(in->members[i].node, sizeof(in->members[i].node), "%s",
+			 json_string_value(json_object_get(v, "node")) ?: "");
+		in->members[i].in_sync = json_is_true(json_object_get(v, "in_sync"));
+		in->nmembers = (uint32_t)i + 1;
+	}
+	json_decref(j);
+	return 0;
+}
+
+/* ---- reconnecting a stale replica ---- */
+
+static void target_returned(struct target *t)
+{
+	struct engine *e = t->e;
+	t->error[0] = 0;
+	t->state = T_REBUILDING;
+	resync_start(t);
+	eng_kick(e);
+}
+
+static void reconnect_open_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	(void)p;
+	(void)len;
+	struct conn *c = io->ctx;
+	struct target *t = c->t;
+	if (!t || t->e->dying)
+		return;
+	if (res < 0) {
+		snprintf(t->error, sizeof(t->error), "reopen: %s", errstr(res));
+		conn_close(t);
+		return;
+	}
+	c->ready = true;
+	target_returned(t);
+}
+
+static void reconnect_hello(struct target *t, struct conn *c, int res, const uint8_t *p,
+			    uint32_t len)
+{
+	struct engine *e = t->e;
+	if (res == 0)
+		res = parse_info(p, len, &t->info);
+	if (res == 0 && t->info.size != e->size)
+		res = -EMEDIUMTYPE;
+	if (res < 0) {
+		snprintf(t->error, sizeof(t->error), "reconnect: %s", errstr(res));
+		conn_close(t);
+		return;
+	}
+	t->epoch = t->info.epoch;
+	if (t->info.epoch > e->epoch) {
+		t->ahead = true;
+		snprintf(t->error, sizeof(t->error), "epoch %llu above ours: a newer engine has it",
+			 (unsigned long long)t->info.epoch);
+		conn_close(t);
+		return;
+	}
+	if (t->info.epoch < e->epoch) {
+		tio_prep(&c->open, t, PROTO_OPEN, reconnect_open_done, c);
+		tio_submit(&c->open);
+		return;
+	}
+	c->ready = true;
+	target_returned(t);
+}
+
+static void conn_hello_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	struct conn *c = io->ctx;
+	struct target *t = c->t;
+	if (!t || t->e->dying)
+		return;
+	if (t->probe_pending) {
+		if (res == 0)
+			res = parse_info(p, len, &t->info);
+		probe_answer(t, res);
+		return;
+	}
+	reconnect_hello(t, c, res, p, len);
+}
+
+static void try_reconnect(struct target *t)
+{
+	struct engine *e = t->e;
+	if (t->state != T_STALE || t->diverged || t->conn || e->fenced || e->closing)
+		return;
+	t->last_try = loop_now_ms();
+	if (t->store) {
+		uint64_t ep = store_epoch(t->store);
+		if (ep > e->epoch) {
+			t->ahead = true;
+			snprintf(t->error, sizeof(t->error), "epoch above ours");
+			return;
+		}
+		int r = ep < e->epoch ? store_bump_epoch(t->store, e->epoch) : 0;
+		if (r == 0)
+			r = store_set_clean(t->store, false);
+		if (r < 0) {
+			snprintf(t->error, sizeof(t->error), "reopen: %s", errstr(r));
+			return;
+		}
+		target_returned(t);
+		return;
+	}
+	if (!t->has_addr)
+		return;
+	int r = conn_start(t);
+	if (r < 0)
+		snprintf(t->error, sizeof(t->error), "connect: %s", errstr(r));
+}
+
+/* ---- ejection, fencing, membership ---- */
+
+void eng_fence(struct engine *e)
+{
+	if (e->fenced)
+		return;
+	e->fenced = true;
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		resync_cancel(e->t[i]);
+	eio_expire(e, 0);
+	eio_release_barrier(e);
+}
+
+void eng_eject(struct target *t, int err, const char *why)
+{
+	struct engine *e = t->e;
+	if (e->dying)
+		return;
+	if (t->state == T_STALE) {
+		conn_close(t);
+		return;
+	}
+	bool was_insync = t->state == T_INSYNC;
+	if (t->suspect)
+		t->need_full = true; /* its hash check did not finish */
+	t->state = T_STALE;
+	t->suspect = false;
+	snprintf(t->error, sizeof(t->error), "%s: %s", why, errstr(err));
+	/* Whatever it may not have made durable yet (power loss) must be copied back too. */
+	bitmap_or(&t->dirty, &e->wr_prev);
+	bitmap_or(&t->dirty, &e->wr_cur);
+	t->dirty_changed = true;
+	resync_cancel(t);
+	conn_close(t);
+	if (was_insync) {
+		eng_members_bump(e);
+		resync_persist_bitmaps(e, NULL, NULL);
+	}
+	if (e->opening)
+		return;
+	eng_kick(e);
+}
+
+static void members_done(struct tio *io, int res, const uint8_t *p, uint32_t len);
+
+struct mop {
+	struct engine *e;
+	char *json;
+	uint64_t gen;
+	int pending;
+	struct tio tio[ENGINE_MAX_REPLICAS];
+};
+
+static void mop_finish(struct mop *m)
+{
+	struct engine *e = m->e;
+	e->members_busy = false;
+	free(m->json);
+	free(m);
+	if (e->dying)
+		return;
+	eio_release_barrier(e);
+	eng_persist_members(e);
+	eng_kick(e);
+}
+
+static void members_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	(void)p;
+	(void)len;
+	struct mop *m = io->ctx;
+	struct engine *e = m->e;
+	if (!e->dying) {
+		if (res == -ESTALE)
+			eng_fence(e);
+		else if (res < 0)
+			eng_eject(io->t, res, "membership update failed");
+	}
+	if (--m->pending == 0) {
+		/* Every in-sync replica that failed was ejected, which bumped the generation
+		 * again; what remains in sync has this one. */
+		if (!e->dying && !e->fenced && m->gen > e->members_persisted)
+			e->members_persisted = m->gen;
+		mop_finish(m);
+	}
+}
+
+void eng_members_bump(struct engine *e)
+{
+	e->members_gen++;
+	e->members_dirty = true;
+	eng_persist_members(e);
+}
+
+void eng_persist_members(struct engine *e)
+{
+	if (e->members_busy || !e->members_dirty || e->dying || e->fenced)
+		return;
+	struct mop *m = calloc(1, sizeof(*m));
+	json_t *arr = json_array();
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		json_array_append_new(arr, json_pack("{s:s,s:b}", "node", e->t[i]->node, "in_sync",
+						     e->t[i]->state == T_INSYNC));
+	json_t *j = json_pack("{s:I,s:o}", "gen", (json_int_t)e->members_gen, "members", arr);
+	if (!m || !j || !(m->json = json_dumps(j, JSON_COMPACT))) {
+		json_decref(j);
+		free(m);
+		return; /* retried by the next tick */
+	}
+	json_decref(j);
+	m->e = e;
+	m->gen = e->members_gen;
+	m->pending = 1;
+	e->members_busy = true;
+	e->members_dirty = false;
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		if (t->state != T_INSYNC || !ready(t))
+			continue;
+		tio_prep(&m->tio[i], t, PROTO_MEMBERS, members_done, m);
+		m->tio[i].payload = m->json;
+		m->tio[i].plen = (uint32_t)strlen(m->json);
+		m->pending++;
+		tio_submit(&m->tio[i]);
+	}
+	if (--m->pending == 0) {
+		if (eng_ninsync(e) == 0)
+			mop_finish(m); /* nothing to write it to */
+		else
+			members_done(&(struct tio){.ctx = m}, 0, NULL, 0);
+	}
+}
+
+static void drop_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	(void)res;
+	(void)p;
+	(void)len;
+	free(io->ctx);
+}
+
+void eng_set_insync(struct target *t)
+{
+	struct engine *e = t->e;
+	t->state = T_INSYNC;
+	t->need_full = false;
+	t->suspect = false;
+	t->error[0] = 0;
+	bitmap_clear_all(&t->dirty);
+	t->dirty_changed = false;
+	eng_members_bump(e);
+	/* Its bitmap is obsolete everywhere; a stale copy would only cost a useless copy. */
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *o = e->t[i];
+		if (o->state != T_INSYNC || o == t || !ready(o))
+			continue;
+		struct tio *io = calloc(1, sizeof(*io) + STORE_NAME_MAX);
+		if (!io)
+			continue;
+		char *name = (char *)(io + 1);
+		snprintf(name, STORE_NAME_MAX, "%s", t->node);
+		tio_prep(io, o, PROTO_DIRTY_DROP, drop_done, io);
+		io->payload = name;
+		io->plen = (uint32_t)strlen(name);
+		tio_submit(io);
+	}
+	eng_kick(e);
+}
+
+/* ---- quiesced control ops ---- */
+
+static bool all_healthy(const struct engine *e)
+{
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		if (e->t[i]->state != T_INSYNC || e->t[i]->suspect)
+			return false;
+	return true;
+}
+
+void eng_kick(struct engine *e)
+{
+	if (e->dying)
+		return;
+	if (e->qops && !e->running && e->active.n == 0 && e->copies == 0) {
+		struct qop *q = e->qops;
+		e->running = q;
+		q->run(q);
+		return;
+	}
+	eio_dispatch_queue(e);
+	if (!e->qops)
+		for (uint32_t i = 0; i < e->ntargets; i++)
+			resync_pump(e->t[i]);
+}
+
+static void qop_enqueue(struct engine *e, struct qop *q)
+{
+	struct qop **pp = &e->qops;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = q;
+	eng_kick(e);
+}
+
+/* Ends the running qop and lets I/O and the next qop go. */
+static void qop_end(struct qop *q, int res)
+{
+	struct engine *e = q->e;
+	e->qops = q->next;
+	e->running = NULL;
+	engine_cb cb = q->cb;
+	void *arg = q->arg;
+	free(q->json);
+	free(q);
+	if (cb)
+		cb(arg, res);
+	eng_kick(e);
+}
+
+static void qop_defer_end(void *arg)
+{
+	struct qop *q = arg;
+	qop_end(q, q->res);
+}
+
+static struct qop *qop_new(struct engine *e, void (*run)(struct qop *), engine_cb cb, void *arg)
+{
+	struct qop *q = calloc(1, sizeof(*q));
+	if (!q)
+		return NULL;
+	q->e = e;
+	q->run = run;
+	q->cb = cb;
+	q->arg = arg;
+	return q;
+}
+
+static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	(void)p;
+	(void)len;
+	struct qop *q = io->ctx;
+	struct engine *e = q->e;
+	if (res < 0 && !e->dying) {
+		if (q->res == 0)
+			q->res = res;
+		if (res == -ESTALE) {
+			eng_fence(e);
+		} else {
+			/* It may or may not have applied the op: its layers can no longer be
+			 * trusted to match. */
+			io->t->diverged = true;
+			eng_eject(io->t, res, "snapshot op failed");
+		}
+	}
+	if (--q->pending == 0) {
+		if (q->res == 0 && q->op == PROTO_RESIZE)
+			e->size = q->arg64;
+		qop_end(q, q->res);
+	}
+}
+
+/* Sends q->op to every in-sync replica; the others can no longer follow the layer chain. */
+static void snap_run(struct qop *q)
+{
+	struct engine *e = q->e;
+	if (e->fenced) {
+		q->res = -ESTALE;
+		loop_defer(e->l, qop_defer_end, q);
+		return;
+	}
+	if (eng_ninsync(e) < eng_quorum(e)) {
+		q->res = -EIO;
+		loop_defer(e->l, qop_defer_end, q);
+		return;
+	}
+	q->pending = 1;
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		if (t->state != T_INSYNC) {
+			if (q->op != PROTO_SNAP_DELETE && q->op != PROTO_CLONE && !t->diverged) {
+				/* TODO: rebuild such a replica from a peer's layers; until
+				 * then it stays stale rather than serve a wrong chain. */
+				t->diverged = true;
+				if (t->state == T_REBUILDING)
+					eng_eject(t, -EXDEV, "missed a snapshot operation");
+				else
+					snprintf(t->error, sizeof(t->error),
+						 "missed a snapshot operation");
+			}
+			continue;
+		}
+		struct tio *io = &q->tio[i];
+		tio_prep(io, t, q->op, snap_done, q);
+		if (q->op == PROTO_CLONE) {
+			io->payload = q->json;
+			io->plen = (uint32_t)strlen(q->json);
+		} else if (q->op == PROTO_RESIZE) {
+			io->arg = q->arg64;
+		} else {
+			io->payload = q->name;
+			io->plen = (uint32_t)strlen(q->name);
+		}
+		q->pending++;
+		tio_submit(io);
+	}
+	if (--q->pending == 0)
+		loop_defer(e->l, qop_defer_end, q);
+}
+
+static int snap_op(struct engine *e, uint16_t op, const char *name, engine_cb cb, void *arg)
+{
+	if (!e->open || e->closing)
+		return -EIO;
+	if (name && (strlen(name) >= STORE_NAME_MAX || !store_name_valid(name)))
+		return -EINVAL;
+	struct qop *q = qop_new(e, snap_run, cb, arg);
+	if (!q)
+		return -ENOMEM;
+	q->op = op;
+	if (name)
+		snprintf(q->name, sizeof(q->name), "%s", name);
+	qop_enqueue(e, q);
+	return 0;
+}
+
+int engine_snapshot_create(struct engine *e, const char *name, engine_cb cb, void *arg)
+{
+	return snap_op(e, PROTO_SNAP_CREATE, name, cb, arg);
+}
+
+int engine_snapshot_delete(struct engine *e, const char *name, engine_cb cb, void *arg)
+{
+	return snap_op(e, PROTO_SNAP_DELETE, name, cb, arg);
+}
+
+int engine_snapshot_revert(struct engine *e, const char *name, engine_cb cb, void *arg)
+{
+	return snap_op(e, PROTO_SNAP_REVERT, name, cb, arg);
+}
+
+int engine_resize(struct engine *e, uint64_t size, engine_cb cb, void *arg)
+{
+	if (size < e->size)
+		return -EINVAL;
+	int r = snap_op(e, PROTO_RESIZE, NULL, cb, arg);
+	if (r == 0) {
+		struct qop *q = e->qops;
+		while (q->next)
+			q = q->next;
+		q->arg64 = size;
+	}
+	return r;
+}
+
+int engine_clone(struct engine *e, const char *snap, const char *new_name, engine_cb cb, void *arg)
+{
+	if (!new_name || strlen(new_name) >= STORE_NAME_MAX || !store_name_valid(new_name))
+		return -EINVAL;
+	int r = snap_op(e, PROTO_CLONE, snap, cb, arg);
+	if (r < 0)
+		return r;
+	struct qop *q = e->qops;
+	while (q->next)
+		q = q->next;
+	json_t *j = json_pack("{s:s,s:s}", "snapshot", snap, "name", new_name);
+	q->json = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (!q->json)
+		q->op = 0; /* fails on every replica with -EOPNOTSUPP / -EPROTO */
+	return 0;
+}
+
+int eng_local_clone(struct engine *e, struct store *s, const char *snap, const char *name)
+{
+	char dir[4096];
+	if (!e->local)
+		return -EOPNOTSUPP;
+	int r = srv_volume_dir(e->local, name, dir, sizeof(dir));
+	return r < 0 ? r : store_clone(s, snap, dir, name);
+}
+
+struct listop {
+	struct engine *e;
+	char **json;
+	engine_cb cb;
+	void *arg;
+	struct tio io;
+};
+
+static void list_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	struct listop *lo = io->ctx;
+	if (res == 0) {
+		*lo->json = malloc(len + 1);
+		if (*lo->json) {
+			memcpy(*lo->json, p, len);
+			(*lo->json)[len] = 0;
+		} else {
+			res = -ENOMEM;
+		}
+	} else if (res == -ESTALE && !lo->e->dying) {
+		eng_fence(lo->e);
+	}
+	lo->cb(lo->arg, res);
+	free(lo);
+}
+
+int engine_snapshot_list(struct engine *e, char **json, engine_cb cb, void *arg)
+{
+	if (!e->open || e->closing)
+		return -EIO;
+	struct target *src = NULL;
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		if (eng_readable(t) && (!src || t->store))
+			src = t;
+	}
+	if (!src)
+		return -EIO;
+	struct listop *lo = calloc(1, sizeof(*lo));
+	if (!lo)
+		return -ENOMEM;
+	lo->e = e;
+	lo->json = json;
+	lo->cb = cb;
+	lo->arg = arg;
+	tio_prep(&lo->io, src, PROTO_SNAP_LIST, list_done, lo);
+	tio_submit(&lo->io);
+	return 0;
+}
+
+/* ---- status ---- */
+
+struct bdev engine_bdev(struct engine *e)
+{
+	return (struct bdev){.ops = &engine_bdev_ops, .ctx = e};
+}
+
+uint64_t engine_size(struct engine *e)
+{
+	return e->size;
+}
+
+uint64_t engine_epoch(struct engine *e)
+{
+	return e->epoch;
+}
+
+int engine_replicas(struct engine *e, struct engine_replica_status *out, uint32_t *n)
+{
+	uint32_t max = *n;
+	*n = e->ntargets;
+	if (max < e->ntargets)
+		return -ENOSPC;
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		struct engine_replica_status *s = &out[i];
+		memset(s, 0, sizeof(*s));
+		snprintf(s->node, sizeof(s->node), "%s", t->node);
+		s->state = t->state == T_STALE			    ? ENGINE_STALE
+			   : t->state == T_REBUILDING || t->suspect ? ENGINE_REBUILDING
+								    : ENGINE_HEALTHY;
+		s->epoch = t->epoch;
+		s->resync_copied = t->resync_copied;
+		s->resync_total = t->resync_total;
+		s->resync_done = t->resync_done;
+		s->resync_full = t->resync_full;
+		if (t->state == T_STALE && e->fenced && !t->error[0])
+			snprintf(s->error, sizeof(s->error), "engine fenced");
+		else
+			snprintf(s->error, sizeof(s->error), "%s", t->error);
+	}
+	return 0;
+}
+
+static void waiters_check(struct engine *e, uint64_t now, bool all)
+{
+	struct waiter **pp = &e->waiters;
+	bool healthy = all_healthy(e);
+	while (*pp) {
+		struct waiter *w = *pp;
+		int res = healthy ? 0 : (all || now >= w->deadline) ? -ETIMEDOUT : 1;
+		if (res == 1) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		w->cb(w->arg, res);
+		free(w);
+	}
+}
+
+int engine_wait_healthy(struct engine *e, uint32_t timeout_ms, engine_cb cb, void *arg)
+{
+	if (!e->open)
+		return -EIO;
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->cb = cb;
+	w->arg = arg;
+	w->deadline = loop_now_ms() + timeout_ms;
+	w->next = e->waiters;
+	e->waiters = w;
+	return 0; /* answered by the next tick, never from inside this call */
+}
+
+/* ---- the periodic tick ---- */
+
+static void tick(void *arg)
+{
+	struct engine *e = arg;
+	e->tick = NULL;
+	if (e->dying)
+		return;
+	uint64_t now = loop_now_ms();
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		if (t->ifl_head && now >= t->ifl_head->deadline)
+			eng_eject(t, -ETIMEDOUT, "no answer");
+		else if (t->conn && !t->conn->ready &&
+			 now - t->conn->started >= eng_long_timeout(e))
+			eng_eject(t, -ETIMEDOUT, "connect");
+	}
+	eio_expire(e, now);
+	if (!e->members_busy && e->members_dirty)
+		eng_persist_members(e);
+	if (now - e->last_reconnect >= ENGINE_RECONNECT_MS) {
+		e->last_reconnect = now;
+		for (uint32_t i = 0; i < e->ntargets; i++)
+			try_reconnect(e->t[i]);
+	}
+	waiters_check(e, now, false);
+	eng_kick(e);
+	if (!e->dying)
+		loop_timer_add(e->l, ENGINE_TICK_MS, tick, e, &e->tick);
+}
+
+/* ---- teardown ---- */
+
+static void free_now(void *arg)
+{
+	struct engine *e = arg;
+	if (e->tick)
+		loop_timer_cancel(e->l, e->tick);
+	if (e->open_timer)
+		loop_timer_cancel(e->l, e->open_timer);
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		bitmap_free(&e->t[i]->dirty);
+		free(e->t[i]);
+	}
+	for (uint32_t i = 0; i < e->nprobes; i++) {
+		if (e->probes[i]) {
+			bitmap_free(&e->probes[i]->dirty);
+			free(e->probes[i]);
+		}
+	}
+	bitmap_free(&e->wr_cur);
+	bitmap_free(&e->wr_prev);
+	engine_cb cb = e->close_cb;
+	void *cbarg = e->close_arg;
+	int res = e->close_res;
+	free(e->probes);
+	free(e->addrs);
+	free(e);
+	if (cb)
+		cb(cbarg, res);
+}
+
+void eng_try_free(struct engine *e)
+{
+	if (e->tios_pending == 0 && !e->freeing) {
+		e->freeing = true;
+		if (loop_defer(e->l, free_now, e) < 0)
+			free_now(e);
+	}
+}
+
+/* Stops everything and frees once no op of ours is outstanding; cb(arg, res) then. */
+static void engine_die(struct engine *e, int res, engine_cb cb, void *arg)
+{
+	e->close_cb = cb;
+	e->close_arg = arg;
+	e->close_res = res;
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		resync_cancel(e->t[i]);
+	e->dying = true;
+	e->open = false;
+	/* Guest I/O still queued cannot run any more. */
+	while (e->queue.head) {
+		struct eio *io = e->queue.head;
+		eio_list_del(&e->queue, io);
+		io->cb(io->arg, -EIO);
+		free(io);
+	}
+	while (e->barrier.head) {
+		struct eio *io = e->barrier.head;
+		eio_list_del(&e->barrier, io);
+		io->cb(io->arg, -EIO);
+		free(io);
+	}
+	waiters_check(e, 0, true);
+	while (e->qops) {
+		struct qop *q = e->qops;
+		e->qops = q->next;
+		if (q->cb)
+			q->cb(q->arg, -EIO);
+		free(q->json);
+		free(q);
+	}
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		conn_close(e->t[i]);
+	for (uint32_t i = 0; i < e->nprobes; i++)
+		if (e->probes[i])
+			conn_close(e->probes[i]);
+	eng_try_free(e);
+}
+
+/* ---- close ---- */
+
+static void close_step(struct qop *q);
+static void close_step_fn(void *arg);
+
+static void close_tio_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	(void)p;
+	(void)len;
+	struct qop *q = io->ctx;
+	if (res < 0 && q->res == 0)
+		q->res = res;
+	if (--q->pending == 0)
+		close_step(q);
+}
+
+static void close_bitmaps_done(void *arg, int res)
+{
+	struct qop *q = arg;
+	if (res < 0 && q->res == 0)
+		q->res = res;
+	close_step(q);
+}
+
+static void close_send(struct qop *q, uint16_t op)
+{
+	struct engine *e = q->e;
+	q->pending = 1;
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		if (!eng_takes_writes(e->t[i]))
+			continue;
+		tio_prep(&q->tio[i], e->t[i], op, close_tio_done, q);
+		q->pending++;
+		tio_submit(&q->tio[i]);
+	}
+	if (--q->pending == 0)
+		loop_defer(e->l, close_step_fn, q);
+}
+
+/* flush → persist bitmaps → CLOSE (marks clean) → die. */
+static void close_step(struct qop *q)
+{
+	struct engine *e = q->e;
+	q->arg64++;
+	if (e->fenced && q->arg64 < 4)
+		q->arg64 = 4;
+	switch (q->arg64) {
+	case 1:
+		close_send(q, PROTO_FLUSH);
+		return;
+	case 2:
+		resync_persist_bitmaps(e, close_bitmaps_done, q);
+		return;
+	case 3: {
+		/* A replica whose hash check did not finish must not be called clean:
+		 * leaving every replica unclean makes the next open check again. */
+		bool checking = false;
+		for (uint32_t i = 0; i < e->ntargets; i++)
+			checking |= e->t[i]->suspect;
+		if (!checking) {
+			close_send(q, PROTO_CLOSE);
+			return;
+		}
+		close_step(q);
+		return;
+	}
+	default: {
+		engine_cb cb = q->cb;
+		void *arg = q->arg;
+		int res = e->fenced ? -ESTALE : q->res;
+		e->qops = q->next;
+		e->running = NULL;
+		free(q);
+		engine_die(e, res, cb, arg);
+	}
+	}
+}
+
+static void close_step_fn(void *arg)
+{
+	close_step(arg);
+}
+
+static void close_run(struct qop *q)
+{
+	q->arg64 = 0;
+	close_step(q);
+}
+
+int engine_close(struct engine *e, engine_cb cb, void *arg)
+{
+	if (e->closing || e->opening || e->dying)
+		return -EBUSY;
+	struct qop *q = qop_new(e, close_run, cb, arg);
+	if (!q)
+		return -ENOMEM;
+	e->closing = true;
+	qop_enqueue(e, q);
+	return 0;
+}
+
+/* ---- open ---- */
+
+static void open_fail(struct engine *e, int err)
+{
+	engine_cb cb = e->open_cb;
+	void *arg = e->open_arg;
+	e->opening = false;
+	engine_die(e, err, cb, arg);
+}
+
+static void open_finish(struct engine *e)
+{
+	e->opening = false;
+	e->open = true;
+	e->last_reconnect = loop_now_ms();
+	loop_timer_add(e->l, ENGINE_TICK_MS, tick, e, &e->tick);
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		if (t->state == T_REBUILDING || t->suspect)
+			resync_start(t);
+	}
+	e->open_cb(e->open_arg, 0);
+}
+
+static void open_members_check(void *arg)
+{
+	struct engine *e = arg;
+	e->open_timer = NULL;
+	if (!e->opening)
+		return;
+	if (e->fenced) {
+		open_fail(e, -ESTALE);
+		return;
+	}
+	if (eng_ninsync(e) < eng_quorum(e) && e->members_persisted < e->members_gen &&
+	    !e->members_busy) {
+		open_fail(e, -EIO);
+		return;
+	}
+	if (e->members_persisted >= e->open_gen && !e->members_busy) {
+		open_finish(e);
+		return;
+	}
+	e->open_timer = NULL;
+	loop_timer_add(e->l, 10, open_members_check, e, &e->open_timer);
+}
+
+static void dirty_get_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	struct engine *e = io->t->e;
+	struct target *m = io->ctx;
+	if (!e->dying) {
+		uint32_t grain = 0;
+		if (res == 0 && len >= 4)
+			grain = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+				(uint32_t)p[3] << 24;
+		if (res == 0 && grain == ENGINE_GRAIN) {
+			bitmap_from_bytes(&m->dirty, p + 4, len - 4);
+		} else {
+			/* No usable bitmap: compare everything. */
+			m->need_full = true;
+			m->dirty_changed = true;
+		}
+	}
+	free(io);
+	if (--e->open_pending == 0 && !e->dying) {
+		e->open_gen = e->members_gen + 1;
+		eng_members_bump(e);
+		open_members_check(e);
+	}
+}
+
+static void open_decide(struct engine *e)
+{
+	uint32_t naccepted = 0, nstale = 0, nreach = 0;
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		naccepted += t->accepted;
+		nstale += t->probe_err == -ESTALE;
+		nreach += t->probed;
+	}
+	if (naccepted < eng_quorum(e)) {
+		open_fail(e, nstale ? -ESTALE : nreach < eng_quorum(e) ? -ENOTCONN : -EIO);
+		return;
+	}
+	struct store_info *auth = &e->auth;
+	struct target *ref = NULL;
+	bool insync_auth[ENGINE_MAX_REPLICAS];
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		insync_auth[i] = false;
+		for (uint32_t k = 0; k < auth->nmembers; k++)
+			if (strcmp(auth->members[k].node, t->node) == 0)
+				insync_auth[i] = auth->members[k].in_sync;
+		bool ok = t->accepted && insync_auth[i] &&
+			  t->info.members_gen == auth->members_gen &&
+			  !(e->auth_clean && !t->info.clean);
+		if (ok && (!ref || t->store || (t == e->auth_t && !ref->store)))
+			ref = t;
+		t->state = ok ? T_INSYNC : t->accepted ? T_REBUILDING : T_STALE;
+	}
+	if (!ref) {
+		open_fail(e, -EIO);
+		return;
+	}
+	e->ref = ref;
+	e->open_pending = 1;
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		if (t->probed && t != ref && t->info.nsnapshots != ref->info.nsnapshots) {
+			/* TODO: rebuild the layer chain from a peer; until then keep it out. */
+			t->diverged = true;
+			t->state = T_STALE;
+			if (t->conn)
+				conn_close(t);
+			snprintf(t->error, sizeof(t->error), "snapshot chain differs");
+			continue;
+		}
+		if (!e->auth_clean) {
+			/* The last engine died: replicas may differ by unflushed writes.
+			 * Compare everything against ref; in-sync ones keep serving quorum. */
+			if (t != ref) {
+				t->need_full = true;
+				t->suspect = t->state == T_INSYNC;
+				t->dirty_changed = true;
+			}
+			continue;
+		}
+		if (!insync_auth[i]) {
+			struct tio *io = calloc(1, sizeof(*io) + STORE_NAME_MAX);
+			if (!io) {
+				t->need_full = true;
+				continue;
+			}
+			char *name = (char *)(io + 1);
+			snprintf(name, STORE_NAME_MAX, "%s", t->node);
+			tio_prep(io, ref, PROTO_DIRTY_GET, dirty_get_done, t);
+			io->payload = name;
+			io->plen = (uint32_t)strlen(name);
+			e->open_pending++;
+			tio_submit(io);
+		} else if (t->state != T_INSYNC && t->accepted) {
+			t->need_full = true; /* generation behind or unclean: trust nothing */
+			t->dirty_changed = true;
+		}
+		if (t->state == T_STALE && !t->error[0])
+			snprintf(t->error, sizeof(t->error), "unreachable at open: %s",
+				 errstr(t->probe_err));
+	}
+	if (--e->open_pending == 0) {
+		e->open_gen = e->members_gen + 1;
+		eng_members_bump(e);
+		open_members_check(e);
+	}
+}
+
+static void open_op_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	(void)p;
+	(void)len;
+	struct target *t = io->t;
+	struct engine *e = t->e;
+	free(io);
+	if (e->dying)
+		return;
+	if (res == 0) {
+		t->accepted = true;
+		if (t->conn)
+			t->conn->ready = true;
+	} else {
+		t->probe_err = res;
+		conn_close(t);
+	}
+	if (--e->open_pending == 0)
+		open_decide(e);
+}
+
+static void probe_done(void *arg)
+{
+	struct engine *e = arg;
+	if (e->open_timer) {
+		loop_timer_cancel(e->l, e->open_timer);
+		e->open_timer = NULL;
+	}
+	struct target *auth = NULL;
+	uint64_t maxep = 0;
+	bool all_enoent = e->nprobes > 0;
+	for (uint32_t i = 0; i < e->nprobes; i++) {
+		struct target *t = e->probes[i];
+		all_enoent &= t->probe_err == -ENOENT;
+		if (!t->probed)
+			continue;
+		if (t->info.epoch > maxep)
+			maxep = t->info.epoch;
+		if (!auth || t->info.members_gen > auth->info.members_gen ||
+		    (t->info.members_gen == auth->info.members_gen && t->store))
+			auth = t;
+	}
+	if (!auth || auth->info.nmembers == 0) {
+		open_fail(e, all_enoent ? -ENOENT : -ENOTCONN);
+		return;
+	}
+	e->auth = auth->info;
+	e->auth_t = auth;
+	e->auth_clean = auth->info.clean;
+	e->size = auth->info.size;
+	e->epoch = maxep + 1;
+	e->members_gen = e->members_persisted = auth->info.members_gen;
+	/* Members come from the authoritative replica; other probes are dropped. */
+	for (uint32_t k = 0; k < auth->info.nmembers && k < ENGINE_MAX_REPLICAS; k++) {
+		const char *node = auth->info.members[k].node;
+		struct target *t = NULL;
+		for (uint32_t i = 0; i < e->nprobes; i++) {
+			if (e->probes[i] && strcmp(e->probes[i]->node, node) == 0) {
+				t = e->probes[i];
+				e->probes[i] = NULL;
+				break;
+			}
+		}
+		if (!t)
+			t = target_new(e, node);
+		if (!t) {
+			open_fail(e, -ENOMEM);
+			return;
+		}
+		e->t[e->ntargets++] = t;
+	}
+	for (uint32_t i = 0; i < e->nprobes; i++) {
+		if (e->probes[i]) {
+			conn_close(e->probes[i]);
+			if (e->probes[i]->ifl_head == NULL) {
+				bitmap_free(&e->probes[i]->dirty);
+				free(e->probes[i]);
+				e->probes[i] = NULL;
+			}
+		}
+	}
+	e->open_pending = 1;
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct target *t = e->t[i];
+		if (!t->probed)
+			continue;
+		struct tio *io = calloc(1, sizeof(*io));
+		if (!io)
+			continue;
+		tio_prep(io, t, PROTO_OPEN, open_op_done, NULL);
+		e->open_pending++;
+		tio_submit(io);
+	}
+	if (--e->open_pending == 0)
+		open_decide(e);
+}
+
+static void probe_answer(struct target *t, int res)
+{
+	struct engine *e = t->e;
+	if (!t->probe_pending)
+		return;
+	t->probe_pending = false;
+	if (res == 0) {
+		t->probed = true;
+		t->epoch = t->info.epoch;
+	} else {
+		t->probe_err = res;
+		conn_close(t);
+	}
+	if (--e->open_pending == 0)
+		loop_defer(e->l, probe_done, e);
+}
+
+static void probe_timeout(void *arg)
+{
+	struct engine *e = arg;
+	e->open_timer = NULL;
+	for (uint32_t i = 0; i < e->nprobes; i++)
+		if (e->probes[i] && e->probes[i]->probe_pending) {
+			conn_close(e->probes[i]);
+			probe_answer(e->probes[i], -ETIMEDOUT);
+		}
+}
+
+int engine_open(struct loop *l, const struct engine_params *p, struct engine **out, engine_cb cb,
+		void *arg)
+{
+	if (!p->volume || strlen(p->volume) >= STORE_NAME_MAX || !store_name_valid(p->volume))
+		return -EINVAL;
+	struct engine *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->l = l;
+	snprintf(e->volume, sizeof(e->volume), "%s", p->volume);
+	snprintf(e->local_node, sizeof(e->local_node), "%s", p->local_node ? p->local_node : "");
+	e->local = p->local;
+	e->io_timeout_ms = p->io_timeout_ms ? p->io_timeout_ms : 1000;
+	e->open_cb = cb;
+	e->open_arg = arg;
+	bitmap_init(&e->wr_cur);
+	bitmap_init(&e->wr_prev);
+	e->addrs = calloc(p->naddrs + 1, sizeof(*e->addrs));
+	e->probes = calloc(p->naddrs + 1, sizeof(*e->probes));
+	if (!e->addrs || !e->probes) {
+		free(e->addrs);
+		free(e->probes);
+		free(e);
+		return -ENOMEM;
+	}
+	if (p->naddrs)
+		memcpy(e->addrs, p->addrs, p->naddrs * sizeof(*e->addrs));
+	e->naddrs = p->naddrs;
+	e->opening = true;
+	*out = e;
+	e->open_pending = 1;
+	struct store *s;
+	if (p->local && p->local_node && replica_server_store(p->local, p->volume, &s) == 0) {
+		struct target *t = target_new(e, p->local_node);
+		if (t) {
+			t->store = s;
+			if (store_get_info(s, &t->info) == 0) {
+				t->probed = true;
+				t->epoch = t->info.epoch;
+			}
+			e->probes[e->nprobes++] = t;
+		}
+	}
+	for (uint32_t i = 0; i < p->naddrs; i++) {
+		if (e->nprobes && e->probes[0]->store &&
+		    strcmp(p->addrs[i].node, p->local_node) == 0)
+			continue;
+		struct target *t = target_new(e, p->addrs[i].node);
+		if (!t)
+			continue;
+		e->probes[e->nprobes++] = t;
+		t->probe_pending = true;
+		e->open_pending++;
+		int r = conn_start(t);
+		if (r < 0) {
+			t->probe_pending = false;
+			t->probe_err = r;
+			e->open_pending--;
+		}
+	}
+	uint64_t pt = 2ull * e->io_timeout_ms;
+	loop_timer_add(l, pt < 2000 ? 2000 : pt, probe_timeout, e, &e->open_timer);
+	if (--e->open_pending == 0)
+		loop_defer(l, probe_done, e);
+	return 0;
+}

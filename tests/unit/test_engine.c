@@ -1,0 +1,605 @@
+/*
+ * test_engine: the replica engine against three real replica servers on 127.0.0.1 (separate
+ * mkdtemp data dirs), all on one loop with the engine. White-box where a property is not
+ * observable through the API (the dirty bitmap of an ejected replica).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "replica/engine.h"
+#include "replica/engine_int.h"
+#include "replica/loop.h"
+#include "replica/server.h"
+
+#define VOL "vol1"
+#define VSIZE (64ull << 20)
+#define NSRV 3
+#define TIMEOUT_MS 300
+
+struct env {
+	struct loop *l;
+	struct replica_server *srv[NSRV];
+	char dir[NSRV][64];
+	char node[NSRV][16];
+	uint16_t port[NSRV];
+	struct engine_replica_addr addrs[NSRV];
+	uint8_t *model;
+};
+
+struct done {
+	bool done;
+	int res;
+};
+
+static void done_cb(void *arg, int res)
+{
+	struct done *d = arg;
+	d->done = true;
+	d->res = res;
+}
+
+/* ---- running the loop until something happens ---- */
+
+struct waitctx {
+	struct loop *l;
+	bool (*pred)(void *);
+	void *arg;
+	uint64_t deadline;
+};
+
+static void wait_tick(void *p)
+{
+	struct waitctx *w = p;
+	if (w->pred(w->arg) || loop_now_ms() >= w->deadline) {
+		loop_stop(w->l);
+		return;
+	}
+	loop_timer_add(w->l, 2, wait_tick, w, NULL);
+}
+
+static bool run_until(struct env *env, bool (*pred)(void *), void *arg, uint32_t ms)
+{
+	struct waitctx w = {env->l, pred, arg, loop_now_ms() + ms};
+	loop_timer_add(env->l, 0, wait_tick, &w, NULL);
+	loop_run(env->l);
+	return pred(arg);
+}
+
+static bool is_done(void *arg)
+{
+	return ((struct done *)arg)->done;
+}
+
+static bool never(void *arg)
+{
+	(void)arg;
+	return false;
+}
+
+static void run_for(struct env *env, uint32_t ms)
+{
+	run_until(env, never, NULL, ms);
+}
+
+static int wait_done(struct env *env, struct done *d, uint32_t ms)
+{
+	assert_true(run_until(env, is_done, d, ms));
+	return d->res;
+}
+
+/* ---- setup ---- */
+
+static int start_server(struct env *env, int i)
+{
+	return replica_server_new(env->l, env->node[i], env->dir[i], "127.0.0.1", env->port[i],
+				  &env->srv[i]);
+}
+
+static int setup(void **state)
+{
+	struct env *env = calloc(1, sizeof(*env));
+	assert_non_null(env);
+	assert_int_equal(loop_new(&env->l), 0);
+	uint16_t base = (uint16_t)(21000 + (getpid() * 7 + rand()) % 30000);
+	struct store_member m[NSRV];
+	for (int i = 0; i < NSRV; i++) {
+		snprintf(env->dir[i], sizeof(env->dir[i]), "/tmp/test_engine.XXXXXX");
+		assert_non_null(mkdtemp(env->dir[i]));
+		snprintf(env->node[i], sizeof(env->node[i]), "n%d", i + 1);
+		env->port[i] = (uint16_t)(base + i);
+		assert_int_equal(start_server(env, i), 0);
+		snprintf(m[i].node, sizeof(m[i].node), "%s", env->node[i]);
+		m[i].in_sync = true;
+		snprintf(env->addrs[i].node, sizeof(env->addrs[i].node), "%s", env->node[i]);
+		snprintf(env->addrs[i].host, sizeof(env->addrs[i].host), "127.0.0.1");
+		env->addrs[i].port = env->port[i];
+	}
+	for (int i = 0; i < NSRV; i++)
+		assert_int_equal(replica_server_create(env->srv[i], VOL, VSIZE, m, NSRV), 0);
+	env->model = calloc(1, VSIZE);
+	assert_non_null(env->model);
+	*state = env;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *env = *state;
+	for (int i = 0; i < NSRV; i++) {
+		if (env->srv[i])
+			replica_server_free(env->srv[i]);
+		char cmd[128];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", env->dir[i]);
+		assert_int_equal(system(cmd), 0);
+	}
+	run_for(env, 10); /* let deferred frees run */
+	loop_free(env->l);
+	free(env->model);
+	free(env);
+	return 0;
+}
+
+static int open_engine(struct env *env, struct engine **e)
+{
+	struct engine_params p = {
+	    .volume = VOL,
+	    .local_node = env->node[0],
+	    .local = env->srv[0],
+	    .naddrs = NSRV,
+	    .addrs = env->addrs,
+	    .io_timeout_ms = TIMEOUT_MS,
+	};
+	struct done d = {0};
+	int r = engine_open(env->l, &p, e, done_cb, &d);
+	if (r < 0)
+		return r;
+	return wait_done(env, &d, 10000);
+}
+
+static int close_engine(struct env *env, struct engine *e)
+{
+	struct done d = {0};
+	int r = engine_close(e, done_cb, &d);
+	if (r < 0)
+		return r;
+	return wait_done(env, &d, 10000);
+}
+
+/* ---- I/O helpers ---- */
+
+static int eng_write(struct env *env, struct engine *e, uint64_t off, uint32_t len, const void *buf,
+		     uint32_t flags)
+{
+	struct bdev b = engine_bdev(e);
+	struct done d = {0};
+	int r = b.ops->write(b.ctx, off, len, buf, flags, done_cb, &d);
+	if (r < 0)
+		return r;
+	return wait_done(env, &d, 10000);
+}
+
+static int eng_read(struct env *env, struct engine *e, uint64_t off, uint32_t len, void *buf)
+{
+	struct bdev b = engine_bdev(e);
+	struct done d = {0};
+	int r = b.ops->read(b.ctx, off, len, buf, done_cb, &d);
+	if (r < 0)
+		return r;
+	return wait_done(env, &d, 10000);
+}
+
+static int eng_flush(struct env *env, struct engine *e)
+{
+	struct bdev b = engine_bdev(e);
+	struct done d = {0};
+	int r = b.ops->flush(b.ctx, done_cb, &d);
+	if (r < 0)
+		return r;
+	return wait_done(env, &d, 10000);
+}
+
+static void fill(uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)rand();
+}
+
+static void check_all(struct env *env, struct engine *e)
+{
+	uint8_t *buf = malloc(8u << 20);
+	assert_non_null(buf);
+	for (uint64_t off = 0; off < VSIZE; off += 8u << 20) {
+		assert_int_equal(eng_read(env, e, off, 8u << 20, buf), 0);
+		assert_memory_equal(buf, env->model + off, 8u << 20);
+	}
+	free(buf);
+}
+
+/* Keeps `depth` writes in flight, each slot in its own region so that the model can be
+ * updated at submission. */
+struct loader {
+	struct env *env;
+	struct engine *e;
+	uint64_t region_off, region_len;
+	int depth;
+	bool stop;
+	int inflight;
+	uint64_t ok, failed;
+	int last_err;
+	struct slot {
+		struct loader *ld;
+		int idx;
+		uint8_t buf[64 << 10];
+	} * slots;
+};
+
+static void load_submit(struct slot *s);
+
+static void load_done(void *arg, int res)
+{
+	struct slot *s = arg;
+	struct loader *ld = s->ld;
+	ld->inflight--;
+	if (res == 0) {
+		ld->ok++;
+	} else {
+		ld->failed++;
+		ld->last_err = res;
+	}
+	if (!ld->stop)
+		load_submit(s);
+}
+
+static void load_submit(struct slot *s)
+{
+	struct loader *ld = s->ld;
+	uint64_t per = ld->region_len / (uint64_t)ld->depth;
+	uint32_t len = (uint32_t)(4096 * (1 + rand() % 16));
+	uint64_t off = ld->region_off + per * (uint64_t)s->idx +
+		       4096 * (uint64_t)(rand() % (int)((per - len) / 4096));
+	fill(s->buf, len);
+	memcpy(ld->env->model + off, s->buf, len);
+	struct bdev b = engine_bdev(ld->e);
+	ld->inflight++;
+	int r = b.ops->write(b.ctx, off, len, s->buf, 0, load_done, s);
+	if (r < 0) {
+		ld->inflight--;
+		ld->failed++;
+		ld->last_err = r;
+	}
+}
+
+static void load_start(struct loader *ld)
+{
+	ld->slots = calloc((size_t)ld->depth, sizeof(*ld->slots));
+	assert_non_null(ld->slots);
+	for (int i = 0; i < ld->depth; i++) {
+		ld->slots[i].ld = ld;
+		ld->slots[i].idx = i;
+		load_submit(&ld->slots[i]);
+	}
+}
+
+static bool load_idle(void *arg)
+{
+	return ((struct loader *)arg)->inflight == 0;
+}
+
+static void load_stop(struct loader *ld)
+{
+	ld->stop = true;
+	assert_true(run_until(ld->env, load_idle, ld, 10000));
+	free(ld->slots);
+}
+
+static void get_status(struct engine *e, struct engine_replica_status *st)
+{
+	uint32_t n = NSRV;
+	assert_int_equal(engine_replicas(e, st, &n), 0);
+	assert_int_equal(n, NSRV);
+}
+
+static void dump_status(struct engine *e)
+{
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	for (int i = 0; i < NSRV; i++)
+		fprintf(stderr, "%s state %d epoch %llu copied %llu done %llu/%llu full %d: %s\n",
+			st[i].node, st[i].state, (unsigned long long)st[i].epoch,
+			(unsigned long long)st[i].resync_copied,
+			(unsigned long long)st[i].resync_done,
+			(unsigned long long)st[i].resync_total, st[i].resync_full, st[i].error);
+}
+
+static int find_node(struct engine_replica_status *st, const char *node)
+{
+	for (int i = 0; i < NSRV; i++)
+		if (strcmp(st[i].node, node) == 0)
+			return i;
+	fail_msg("node %s not in status", node);
+	return -1;
+}
+
+struct stale_wait {
+	struct engine *e;
+	const char *node;
+};
+
+static bool node_stale(void *arg)
+{
+	struct stale_wait *w = arg;
+	struct engine_replica_status st[NSRV];
+	get_status(w->e, st);
+	return st[find_node(st, w->node)].state == ENGINE_STALE;
+}
+
+/* ---- tests ---- */
+
+static void test_rw_basic(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	assert_int_equal(engine_size(e), VSIZE);
+	assert_true(engine_epoch(e) > 0);
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	for (int i = 0; i < NSRV; i++)
+		assert_int_equal(st[i].state, ENGINE_HEALTHY);
+
+	/* Sequential fill of part of the volume, odd sizes included, plus a split-size I/O. */
+	uint8_t *buf = malloc(12u << 20);
+	assert_non_null(buf);
+	fill(buf, 12u << 20);
+	memcpy(env->model + (3u << 20) + 5, buf, (12u << 20) - 77);
+	assert_int_equal(eng_write(env, e, (3u << 20) + 5, (12u << 20) - 77, buf, 0), 0);
+	fill(buf, 8192);
+	memcpy(env->model + 100, buf, 8192);
+	assert_int_equal(eng_write(env, e, 100, 8192, buf, BDEV_FUA), 0);
+	free(buf);
+	struct loader ld = {.env = env, .e = e, .region_off = 0, .region_len = VSIZE, .depth = 16};
+	load_start(&ld);
+	run_for(env, 300);
+	load_stop(&ld);
+	assert_int_equal(ld.failed, 0);
+	assert_true(ld.ok > 50);
+	assert_int_equal(eng_flush(env, e), 0);
+	check_all(env, e);
+
+	/* Out of range is refused. */
+	struct bdev b = engine_bdev(e);
+	struct done d = {0};
+	uint8_t small[16];
+	assert_int_equal(b.ops->read(b.ctx, VSIZE - 8, 16, small, done_cb, &d), -EINVAL);
+
+	assert_int_equal(close_engine(env, e), 0);
+
+	/* Reopen: the data is there, and the epoch moved on. */
+	assert_int_equal(open_engine(env, &e), 0);
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
+static void test_eject_resync(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	/* A full first pass so the volume has data everywhere. */
+	uint8_t *buf = malloc(4u << 20);
+	assert_non_null(buf);
+	for (uint64_t off = 0; off < VSIZE; off += 4u << 20) {
+		fill(buf, 4u << 20);
+		memcpy(env->model + off, buf, 4u << 20);
+		assert_int_equal(eng_write(env, e, off, 4u << 20, buf, 0), 0);
+	}
+	free(buf);
+	assert_int_equal(eng_flush(env, e), 0);
+
+	/* Load on 4 MiB while n3 dies. */
+	struct loader ld = {
+	    .env = env, .e = e, .region_off = 8u << 20, .region_len = 4u << 20, .depth = 8};
+	load_start(&ld);
+	run_for(env, 100);
+	uint64_t t0 = loop_now_ms();
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+	struct stale_wait sw = {e, "n3"};
+	assert_true(run_until(env, node_stale, &sw, 2000));
+	assert_true(loop_now_ms() - t0 < 1500);
+	run_for(env, 300);
+	load_stop(&ld);
+	assert_int_equal(ld.failed, 0);
+	struct target *t3 = NULL;
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		if (strcmp(e->t[i]->node, "n3") == 0)
+			t3 = e->t[i];
+	assert_non_null(t3);
+	uint64_t ndirty = bitmap_count(&t3->dirty);
+	assert_true(ndirty > 0);
+	assert_true(ndirty <= 8);
+	assert_int_equal(eng_flush(env, e), 0);
+
+	/* Back on the same port and dir: reconnect and resync while load goes on. */
+	assert_int_equal(start_server(env, 2), 0);
+	struct loader ld2 = {
+	    .env = env, .e = e, .region_off = 20u << 20, .region_len = 4u << 20, .depth = 4};
+	load_start(&ld2);
+	struct done d = {0};
+	assert_int_equal(engine_wait_healthy(e, 10000, done_cb, &d), 0);
+	if (wait_done(env, &d, 12000) != 0) {
+		dump_status(e);
+		fail();
+	}
+	run_for(env, 200);
+	load_stop(&ld2);
+	assert_int_equal(ld2.failed, 0);
+
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	int k = find_node(st, "n3");
+	assert_int_equal(st[k].state, ENGINE_HEALTHY);
+	assert_false(st[k].resync_full);
+	assert_true(st[k].resync_copied > 0);
+	assert_true(st[k].resync_copied <= VSIZE / 4);
+
+	assert_int_equal(eng_flush(env, e), 0);
+	char *json = NULL;
+	d = (struct done){0};
+	assert_int_equal(engine_verify(e, &json, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 10000), 0);
+	assert_non_null(json);
+	json_error_t jerr;
+	json_t *j = json_loads(json, 0, &jerr);
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(j, "checked")), VSIZE / ENGINE_GRAIN);
+	assert_int_equal(json_array_size(json_object_get(j, "differ")), 0);
+	json_decref(j);
+	free(json);
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
+static void test_verify_finds_difference(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	uint8_t buf[4096];
+	fill(buf, sizeof(buf));
+	assert_int_equal(eng_write(env, e, 5u << 20, sizeof(buf), buf, 0), 0);
+	/* Corrupt n2's copy behind the engine's back. */
+	struct store *s;
+	assert_int_equal(replica_server_store(env->srv[1], VOL, &s), 0);
+	buf[0] ^= 1;
+	struct done d = {0};
+	assert_int_equal(store_write(s, 5u << 20, sizeof(buf), buf, done_cb, &d), 0);
+	assert_true(wait_done(env, &d, 5000) >= 0);
+	char *json = NULL;
+	d = (struct done){0};
+	assert_int_equal(engine_verify(e, &json, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 10000), 0);
+	json_error_t jerr;
+	json_t *j = json_loads(json, 0, &jerr);
+	assert_non_null(j);
+	json_t *differ = json_object_get(j, "differ");
+	assert_int_equal(json_array_size(differ), 1);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(differ, 0), "offset")),
+			 5u << 20);
+	json_decref(j);
+	free(json);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
+static void test_fencing(void **state)
+{
+	struct env *env = *state;
+	struct engine *e1, *e2;
+	uint8_t buf[4096];
+	assert_int_equal(open_engine(env, &e1), 0);
+	fill(buf, sizeof(buf));
+	assert_int_equal(eng_write(env, e1, 0, sizeof(buf), buf, 0), 0);
+	assert_int_equal(open_engine(env, &e2), 0);
+	assert_true(engine_epoch(e2) > engine_epoch(e1));
+	/* The old engine can no longer write, ever; the new one can. */
+	assert_int_equal(eng_write(env, e1, 0, sizeof(buf), buf, 0), -ESTALE);
+	assert_int_equal(eng_write(env, e1, 8192, sizeof(buf), buf, 0), -ESTALE);
+	uint8_t rb[4096];
+	assert_int_equal(eng_read(env, e1, 0, sizeof(rb), rb), -ESTALE);
+	assert_int_equal(eng_write(env, e2, 0, sizeof(buf), buf, 0), 0);
+	assert_int_equal(eng_read(env, e2, 0, sizeof(rb), rb), 0);
+	assert_memory_equal(rb, buf, sizeof(buf));
+	close_engine(env, e1);
+	assert_int_equal(close_engine(env, e2), 0);
+}
+
+static void test_no_quorum(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	uint8_t buf[4096];
+	assert_int_equal(open_engine(env, &e), 0);
+	fill(buf, sizeof(buf));
+	assert_int_equal(eng_write(env, e, 0, sizeof(buf), buf, 0), 0);
+	replica_server_free(env->srv[1]);
+	replica_server_free(env->srv[2]);
+	env->srv[1] = env->srv[2] = NULL;
+	uint64_t t0 = loop_now_ms();
+	assert_int_equal(eng_write(env, e, 4096, sizeof(buf), buf, 0), -EIO);
+	uint64_t dt = loop_now_ms() - t0;
+	assert_true(dt >= TIMEOUT_MS - 50);
+	assert_true(dt < 3000);
+	/* Reads still come from the local replica. */
+	uint8_t rb[4096];
+	assert_int_equal(eng_read(env, e, 0, sizeof(rb), rb), 0);
+	assert_memory_equal(rb, buf, sizeof(buf));
+	close_engine(env, e);
+	/* A new engine cannot open without a majority. */
+	assert_int_equal(open_engine(env, &e), -ENOTCONN);
+}
+
+static void test_snapshots(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	uint8_t a[4096], b[4096], rb[4096];
+	assert_int_equal(open_engine(env, &e), 0);
+	fill(a, sizeof(a));
+	fill(b, sizeof(b));
+	assert_int_equal(eng_write(env, e, 0, sizeof(a), a, 0), 0);
+	struct done d = {0};
+	assert_int_equal(engine_snapshot_create(e, "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	assert_int_equal(eng_write(env, e, 0, sizeof(b), b, 0), 0);
+	char *json = NULL;
+	d = (struct done){0};
+	assert_int_equal(engine_snapshot_list(e, &json, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	assert_non_null(json);
+	assert_non_null(strstr(json, "\"s1\""));
+	free(json);
+	/* Every replica has the snapshot. */
+	for (int i = 0; i < NSRV; i++) {
+		struct store *s;
+		struct store_info in;
+		assert_int_equal(replica_server_store(env->srv[i], VOL, &s), 0);
+		assert_int_equal(store_get_info(s, &in), 0);
+		assert_int_equal(in.nsnapshots, 1);
+	}
+	assert_int_equal(eng_read(env, e, 0, sizeof(rb), rb), 0);
+	assert_memory_equal(rb, b, sizeof(b));
+	d = (struct done){0};
+	assert_int_equal(engine_snapshot_revert(e, "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	assert_int_equal(eng_read(env, e, 0, sizeof(rb), rb), 0);
+	assert_memory_equal(rb, a, sizeof(a));
+	d = (struct done){0};
+	assert_int_equal(engine_snapshot_create(e, "bad/name", done_cb, &d), -EINVAL);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
+int main(void)
+{
+	srand((unsigned)getpid());
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_rw_basic, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_eject_resync, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_verify_finds_difference, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_no_quorum, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
