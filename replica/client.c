@@ -460,14 +460,21 @@ int rclient_connect(struct loop *l, const char *host, uint16_t port, const struc
 	c->l = l;
 	if (cbs)
 		c->cbs = *cbs;
-	c->fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	/* IPv4 first, as the server binds: "localhost" must reach a server on "localhost". */
+	struct addrinfo *ai = res;
+	for (struct addrinfo *x = res; x; x = x->ai_next)
+		if (x->ai_family == AF_INET) {
+			ai = x;
+			break;
+		}
+	c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->fd < 0) {
 		e = -errno;
 		goto fail;
 	}
 	int one = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(c->fd, res->ai_addr, res->ai_addrlen) < 0 && errno != EINPROGRESS) {
+	if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
 		e = -errno;
 		goto fail;
 	}

@@ -161,20 +161,25 @@ static int listen_on(const char *host, uint16_t port)
 		return e == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
 	int fd = -1;
 	e = -EADDRNOTAVAIL;
-	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
+	/* IPv4 addresses first (pass 0), as the client prefers them. */
+	for (int pass = 0; pass < 2 && fd < 0; pass++)
+		for (ai = res; ai; ai = ai->ai_next) {
+			if ((ai->ai_family == AF_INET) != (pass == 0))
+				continue;
+			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+				    0);
+			if (fd < 0) {
+				e = -errno;
+				continue;
+			}
+			int one = 1;
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+			if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
+				break;
 			e = -errno;
-			continue;
+			close(fd);
+			fd = -1;
 		}
-		int one = 1;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
-			break;
-		e = -errno;
-		close(fd);
-		fd = -1;
-	}
 	freeaddrinfo(res);
 	return fd >= 0 ? fd : e;
 }

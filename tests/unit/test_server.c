@@ -1056,6 +1056,29 @@ static void test_members_dirty_resize(void **state)
 	close_conn(f, &k);
 }
 
+static void test_localhost(void **state)
+{
+	/* Names resolve the same way on both ends (IPv4 first). */
+	struct fx *f = *state;
+	struct replica_server *s2;
+	uint16_t port = free_port();
+	assert_int_equal(replica_server_new(f->l, "node1", f->dir, "localhost", port, &s2), 0);
+	uint16_t saved = f->port;
+	f->port = port;
+	struct conn k;
+	memset(&k, 0, sizeof(k));
+	struct rclient_cbs cbs = {.connected = on_connected, .closed = on_closed, .arg = &k};
+	assert_int_equal(rclient_connect(f->l, "localhost", port, &cbs, &k.c), 0);
+	assert_true(run_until(f->l, call_done, &k.connected_done, 2000));
+	assert_int_equal(k.connected_res, 0);
+	/* The second server opens its own store object for the same replica. */
+	assert_int_equal(hello(f, &k, "vol1", NULL), 0);
+	close_conn(f, &k);
+	f->port = saved;
+	replica_server_free(s2);
+	run_until(f->l, never, NULL, 20);
+}
+
 static void test_registry(void **state)
 {
 	struct fx *f = *state;
@@ -1109,6 +1132,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_members_dirty_resize, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_localhost, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
