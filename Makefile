@@ -24,12 +24,15 @@ BLOCKCTL_SRC = $(wildcard tools/blockctl/*.c)
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 TESTTOOL_SRC = $(wildcard tests/tools/*.c)
 
-obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+# Objects live under obj/ so that $(BUILD)/blockd can be the daemon, not a directory of objects.
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 LIBREPLICA = $(BUILD)/libreplica.a
 LIBBLOCKD = $(BUILD)/libblockd.a
 LIBTOOLS = $(BUILD)/libtools.a
 BLOCKD = $(BUILD)/blockd
+# Earlier builds kept blockd/*.o in a directory of that name: clear it out of the way.
+$(shell [ -d $(BLOCKD) ] && rm -rf $(BLOCKD))
 BLOCKCTL = $(BUILD)/blockctl
 UNIT_BINS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TESTTOOL_BINS = $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TESTTOOL_SRC))
@@ -37,7 +40,7 @@ TESTTOOL_BINS = $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TESTTOOL_SRC))
 .PHONY: all test unit e2e bench deps clean format
 all: $(BLOCKD) $(BLOCKCTL) $(TESTTOOL_BINS)
 
-$(BUILD)/%.o: %.c
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -55,10 +58,10 @@ $(BLOCKD): $(call obj,blockd/main.c) $(LIBBLOCKD) $(LIBREPLICA)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BLOCKCTL): $(call obj,$(BLOCKCTL_SRC)) $(LIBTOOLS) $(LIBBLOCKD) $(LIBREPLICA)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBBLOCKD) $(LIBTOOLS) $(LIBREPLICA)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBBLOCKD) $(LIBTOOLS) $(LIBREPLICA)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
-$(BUILD)/tests/%: $(BUILD)/tests/tools/%.o $(LIBTOOLS) $(LIBBLOCKD) $(LIBREPLICA)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(LIBTOOLS) $(LIBBLOCKD) $(LIBREPLICA)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -294,12 +294,13 @@ int node_start(const struct config *c, const char *name, struct node **out, char
 		free_node(n);
 		return -ENOENT;
 	}
-	snprintf(n->attach_path, sizeof(n->attach_path), "%s/attachments.json", n->self->data);
+	snprintf(n->attach_path, sizeof(n->attach_path), "%s/attachments.json",
+		 config_node(c, name)->data);
 	for (unsigned i = 0; i < n->cfg.nnodes; i++) {
 		struct engine_replica_addr *a = &n->addrs[n->naddrs++];
-		snprintf(a->node, sizeof(a->node), "%s", n->cfg.nodes[i].name);
-		snprintf(a->host, sizeof(a->host), "%s", n->cfg.nodes[i].host);
-		a->port = n->cfg.nodes[i].replica_port;
+		snprintf(a->node, sizeof(a->node), "%s", c->nodes[i].name);
+		snprintf(a->host, sizeof(a->host), "%s", c->nodes[i].host);
+		a->port = c->nodes[i].replica_port;
 	}
 	n->start_ms = loop_now_ms();
 	int r = loop_new(&n->loop);
