@@ -91,6 +91,9 @@ void srv_conn_kill(struct srv_conn *c, const char *why)
 		fprintf(stderr, "replica server: closing connection: %s\n", why);
 	c->dead = true;
 	c->srv->nconns--;
+	if (c->flush_timer)
+		loop_timer_cancel(c->srv->l, c->flush_timer);
+	c->flush_timer = NULL;
 	loop_del_fd(c->srv->l, c->fd);
 	close(c->fd);
 	c->fd = -1;
@@ -108,6 +111,13 @@ void srv_conn_kill(struct srv_conn *c, const char *why)
 	}
 	c->wq_tail = NULL;
 	conn_settle(c);
+}
+
+static void conn_flush_tick(void *arg)
+{
+	struct srv_conn *c = arg;
+	c->flush_timer = NULL;
+	conn_run(c);
 }
 
 void srv_req_done(struct srv_req *r, int status)
@@ -145,7 +155,13 @@ void srv_req_done(struct srv_req *r, int status)
 	else
 		c->wq_head = r;
 	c->wq_tail = r;
-	conn_run(c);
+	/* Completions arrive in batches from the ring: one sendmsg for the batch, from a
+	 * 0 ms timer that runs after them in this same loop iteration. */
+	if (c->running)
+		c->rerun = true;
+	else if (!c->flush_timer &&
+		 loop_timer_add(c->srv->l, 0, conn_flush_tick, c, &c->flush_timer) < 0)
+		conn_run(c);
 }
 
 static void conn_flush(struct srv_conn *c)
@@ -275,7 +291,7 @@ static void conn_parse(struct srv_conn *c)
 				dispatch(r);
 				continue;
 			}
-			if (reads++ >= READS_PER_RUN)
+			if (!c->readable || reads++ >= READS_PER_RUN)
 				return;
 			c->rpos = c->rend = 0;
 			/* Large payloads go straight to their buffer: no copy. */
@@ -300,7 +316,7 @@ static void conn_parse(struct srv_conn *c)
 					return;
 				continue;
 			}
-			if (reads++ >= READS_PER_RUN)
+			if (!c->readable || reads++ >= READS_PER_RUN)
 				return;
 			memmove(c->rbuf, c->rbuf + c->rpos, c->rend - c->rpos);
 			c->rend -= c->rpos;
@@ -319,6 +335,7 @@ static void conn_parse(struct srv_conn *c)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			srv_conn_kill(c, NULL);
+		c->readable = false;
 		return;
 	}
 }
@@ -349,6 +366,8 @@ static void conn_event(void *arg, uint32_t events)
 		srv_conn_kill(c, NULL);
 		return;
 	}
+	if (events & EPOLLIN)
+		c->readable = true;
 	conn_run(c);
 }
 
