@@ -588,6 +588,151 @@ static void test_snapshots(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+static struct target *target_of(struct engine *e, const char *node)
+{
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		if (strcmp(e->t[i]->node, node) == 0)
+			return e->t[i];
+	fail_msg("no target %s", node);
+	return NULL;
+}
+
+static void wait_healthy(struct env *env, struct engine *e)
+{
+	struct done d = {0};
+	assert_int_equal(engine_wait_healthy(e, 10000, done_cb, &d), 0);
+	if (wait_done(env, &d, 12000) != 0) {
+		dump_status(e);
+		fail();
+	}
+}
+
+static void verify_clean(struct env *env, struct engine *e)
+{
+	char *json = NULL;
+	struct done d = {0};
+	assert_int_equal(engine_verify(e, &json, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 10000), 0);
+	json_error_t jerr;
+	json_t *j = json_loads(json, 0, &jerr);
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(j, "checked")), VSIZE / ENGINE_GRAIN);
+	if (json_array_size(json_object_get(j, "differ")) != 0)
+		fail_msg("verify: %s", json);
+	json_decref(j);
+	free(json);
+}
+
+static void store_poke(struct env *env, int srv, uint64_t off, const void *buf, uint32_t len)
+{
+	struct store *s;
+	assert_int_equal(replica_server_store(env->srv[srv], VOL, &s), 0);
+	struct done d = {0};
+	assert_int_equal(store_write(s, off, len, buf, done_cb, &d), 0);
+	assert_true(wait_done(env, &d, 5000) >= 0);
+}
+
+/* An engine that vanished without closing leaves the replicas unclean: the next engine
+ * compares every extent against one replica and repairs what differs, serving meanwhile. */
+static void test_unclean_rebuild(void **state)
+{
+	struct env *env = *state;
+	struct engine *e1, *e2;
+	uint8_t buf[65536];
+	assert_int_equal(open_engine(env, &e1), 0);
+	for (int g = 0; g < 16; g++) {
+		fill(buf, sizeof(buf));
+		memcpy(env->model + (uint64_t)g * ENGINE_GRAIN + 4096, buf, sizeof(buf));
+		assert_int_equal(
+		    eng_write(env, e1, (uint64_t)g * ENGINE_GRAIN + 4096, sizeof(buf), buf, 0), 0);
+	}
+	assert_int_equal(eng_flush(env, e1), 0);
+	/* Divergence as unflushed writes at a crash could leave it. */
+	fill(buf, 4096);
+	store_poke(env, 2, 7 * ENGINE_GRAIN + 100, buf, 4096);
+	store_poke(env, 1, 9 * ENGINE_GRAIN, buf, 4096);
+
+	assert_int_equal(open_engine(env, &e2), 0);
+	/* It serves at once, from the reference replica. */
+	uint8_t rb[4096];
+	assert_int_equal(eng_read(env, e2, 7 * ENGINE_GRAIN + 100, sizeof(rb), rb), 0);
+	assert_memory_equal(rb, env->model + 7 * ENGINE_GRAIN + 100, sizeof(rb));
+	wait_healthy(env, e2);
+	struct engine_replica_status st[NSRV];
+	get_status(e2, st);
+	for (int i = 1; i < NSRV; i++) {
+		int k = find_node(st, env->node[i]);
+		assert_true(st[k].resync_full);
+		assert_int_equal(st[k].resync_copied, ENGINE_GRAIN);
+		assert_int_equal(st[k].resync_done, VSIZE);
+	}
+	verify_clean(env, e2);
+	check_all(env, e2);
+	assert_int_equal(close_engine(env, e1), -ESTALE);
+	assert_int_equal(close_engine(env, e2), 0);
+}
+
+/* A replica that was stale at a clean close is resynced by the next engine from the bitmap
+ * persisted on the others. */
+static void test_bitmap_across_engines(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	uint8_t buf[65536];
+	assert_int_equal(open_engine(env, &e), 0);
+	assert_int_equal(eng_flush(env, e), 0);
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+	for (int i = 0; i < 20; i++) {
+		uint64_t off = (3u << 20) + (uint64_t)(i % 4) * 65536 + (i >= 10) * (40u << 20);
+		fill(buf, sizeof(buf));
+		memcpy(env->model + off, buf, sizeof(buf));
+		assert_int_equal(eng_write(env, e, off, sizeof(buf), buf, 0), 0);
+	}
+	assert_int_equal(eng_flush(env, e), 0);
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	assert_int_equal(st[find_node(st, "n3")].state, ENGINE_STALE);
+	assert_int_equal(close_engine(env, e), 0);
+
+	assert_int_equal(start_server(env, 2), 0);
+	assert_int_equal(open_engine(env, &e), 0);
+	struct target *t3 = target_of(e, "n3");
+	assert_false(t3->need_full);
+	wait_healthy(env, e);
+	get_status(e, st);
+	int k = find_node(st, "n3");
+	assert_false(st[k].resync_full);
+	assert_int_equal(st[k].resync_copied, 2 * ENGINE_GRAIN);
+	verify_clean(env, e);
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
+static void test_trim(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	uint8_t *buf = malloc(4u << 20);
+	assert_non_null(buf);
+	assert_int_equal(open_engine(env, &e), 0);
+	fill(buf, 4u << 20);
+	memcpy(env->model + (1u << 20), buf, 4u << 20);
+	assert_int_equal(eng_write(env, e, 1u << 20, 4u << 20, buf, 0), 0);
+	struct bdev b = engine_bdev(e);
+	for (int zero = 0; zero < 2; zero++) {
+		struct done d = {0};
+		uint64_t off = zero ? (3u << 20) : (1u << 20) + 4096;
+		assert_int_equal(b.ops->trim(b.ctx, off, 1u << 20, zero, 0, done_cb, &d), 0);
+		assert_int_equal(wait_done(env, &d, 5000), 0);
+		memset(env->model + off, 0, 1u << 20);
+	}
+	check_all(env, e);
+	verify_clean(env, e);
+	free(buf);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 int main(void)
 {
 	srand((unsigned)getpid());
@@ -600,6 +745,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_fencing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_quorum, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unclean_rebuild, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bitmap_across_engines, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
