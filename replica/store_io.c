@@ -137,10 +137,21 @@ static bool blocked(struct store *s, const struct sreq *r)
 	if (!r->len)
 		return false;
 	req_range(r, &fb, &lb);
-	for (const struct sreq *w = s->writes; w; w = w->wnext)
+	bool pfirst = r->kind == RQ_WRITE && r->off % BS;
+	bool plast = r->kind == RQ_WRITE && (r->off + r->len) % BS;
+	for (const struct sreq *w = s->writes; w; w = w->wnext) {
 		for (uint32_t k = 0; k < w->nrmw; k++)
 			if (w->rmw_blk[k] >= fb && w->rmw_blk[k] <= lb)
 				return true;
+		if (w->layer == s->head || !(pfirst || plast))
+			continue;
+		/* A write still landing in a layer that is no longer the head (a snapshot was
+		 * taken meanwhile) may be the source of our read-modify-write: wait for it. */
+		uint64_t wf, wl;
+		req_range(w, &wf, &wl);
+		if ((pfirst && fb >= wf && fb <= wl) || (plast && lb >= wf && lb <= wl))
+			return true;
+	}
 	return false;
 }
 
@@ -185,12 +196,12 @@ static void req_finish(struct sreq *r)
 		if (e && !r->res)
 			r->res = e;
 	}
-	bool had_rmw = r->nrmw > 0;
+	bool was_write = r->kind == RQ_WRITE;
 	store_cb cb = r->cb;
 	void *arg = r->arg;
 	int res = r->res;
 	req_free(r);
-	if (had_rmw)
+	if (was_write && s->wait_head)
 		kick(s);
 	req_done(s, cb, arg, res);
 }

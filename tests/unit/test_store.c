@@ -295,6 +295,118 @@ static void test_concurrent_subblock(void **state)
 	free(model);
 }
 
+static void merge_all(struct store *s)
+{
+	int r, steps = 0;
+	while ((r = store_merge_step(s)) == 1)
+		assert_true(++steps < 10000);
+	assert_int_equal(r, 0);
+}
+
+struct cop {
+	int kind; /* 0 write, 1 read, 2 trim */
+	uint64_t off;
+	uint32_t len;
+	uint8_t *buf;
+};
+
+static bool cop_overlaps(const struct cop *ops, int n, uint64_t off, uint32_t len)
+{
+	for (int i = 0; i < n; i++)
+		if (off < ops[i].off + ops[i].len && ops[i].off < off + len)
+			return true;
+	return false;
+}
+
+/*
+ * Batches of concurrent ops on disjoint byte ranges that share blocks, with snapshots
+ * taken, deleted and merged while the batches are in flight. Each read must return the
+ * pre-batch content; after the batch the volume must equal the model.
+ */
+static void test_concurrent_random(void **state)
+{
+	struct fx *f = *state;
+	uint64_t size = 8 * MIB, win = 512 * 1024, st = 0x9e3779b97f4a7c15ull;
+	uint8_t *model = calloc(1, size);
+	struct store *s;
+	int nsnap = 0;
+	assert_int_equal(store_create(f->l, f->dir, "vol", size, &s), 0);
+	mwrite(s, f->l, model, 0, (uint32_t)win / 2, 5);
+	assert_int_equal(store_snapshot_create(s, "base"), 0);
+	for (int batch = 0; batch < 200; batch++) {
+		struct cop ops[16];
+		int n = 0, count = 0;
+		for (int t = 0; t < 60 && n < 16; t++) {
+			uint64_t off = rnd(&st) % win;
+			uint32_t len = (uint32_t)(1 + rnd(&st) % ((rnd(&st) & 1) ? 700 : 20000));
+			if (off + len > win)
+				len = (uint32_t)(win - off);
+			if (cop_overlaps(ops, n, off, len))
+				continue;
+			int k = (int)(rnd(&st) % 20);
+			ops[n].kind = k < 12 ? 0 : k < 17 ? 1 : 2;
+			ops[n].off = off;
+			ops[n].len = len;
+			ops[n].buf = malloc(len);
+			if (ops[n].kind == 0)
+				fill(ops[n].buf, len, (uint32_t)rnd(&st));
+			n++;
+		}
+		struct waiter w = {.l = f->l};
+		for (int i = 0; i < n; i++, count++) {
+			struct cop *o = &ops[i];
+			int r = o->kind == 0   ? store_write(s, o->off, o->len, o->buf, wcb, &w)
+				: o->kind == 1 ? store_read(s, o->off, o->len, o->buf, wcb, &w)
+					       : store_trim(s, o->off, o->len, i & 1, wcb, &w);
+			assert_int_equal(r, 0);
+			if (i == n / 2 && batch % 10 == 3) {
+				char name[16];
+				snprintf(name, sizeof(name), "c%d", nsnap++);
+				assert_int_equal(store_snapshot_create(s, name), 0);
+			}
+			if (i == n / 2 && batch % 10 == 7) {
+				struct store_snap *v;
+				uint32_t nv;
+				assert_int_equal(store_snapshot_list(s, &v, &nv), 0);
+				for (uint32_t j = 0; j < nv; j++)
+					if (!v[j].deleting) {
+						assert_int_equal(
+						    store_snapshot_delete(s, v[j].name), 0);
+						break;
+					}
+				free(v);
+				assert_true(store_merge_step(s) >= 0);
+			}
+		}
+		if (batch % 5 == 0) {
+			assert_int_equal(store_flush(s, wcb, &w), 0);
+			count++;
+		}
+		run_until(&w, count);
+		assert_int_equal(w.err, 0);
+		for (int i = 0; i < n; i++) {
+			struct cop *o = &ops[i];
+			if (o->kind == 1 && memcmp(o->buf, model + o->off, o->len))
+				fail_msg("batch %d: read at %llu+%u differs", batch,
+					 (unsigned long long)o->off, o->len);
+			if (o->kind == 0)
+				memcpy(model + o->off, o->buf, o->len);
+			if (o->kind == 2)
+				memset(model + o->off, 0, o->len);
+			free(o->buf);
+		}
+		if (batch % 20 == 19)
+			check_range(s, f->l, model, 0, win);
+	}
+	merge_all(s);
+	check_range(s, f->l, model, 0, size);
+	store_close(s);
+	assert_int_equal(store_open(f->l, f->dir, &s), 0);
+	check_range(s, f->l, model, 0, size);
+	store_close(s);
+	free(model);
+}
+
 static void test_trim_zero(void **state)
 {
 	struct fx *f = *state;
@@ -465,14 +577,6 @@ static void test_snapshot_revert(void **state)
 	store_close(s);
 	free(m1);
 	free(m2);
-}
-
-static void merge_all(struct store *s)
-{
-	int r, steps = 0;
-	while ((r = store_merge_step(s)) == 1)
-		assert_true(++steps < 10000);
-	assert_int_equal(r, 0);
 }
 
 static void test_delete_merge(void **state)
@@ -844,6 +948,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_rw_random, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_subblock, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent_random, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trim_zero, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flush_reopen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flush_crash_copy, setup, teardown),
