@@ -56,6 +56,7 @@ static int attach(struct nbd_conn *c, const char *name, const struct bdev *b)
 
 static void enter_transmission(struct nbd_conn *c)
 {
+	nbd_conn_negotiated(c);
 	nbd_conn_expect(c, NBD_RX_REQ_HDR, c->hdr, NBD_REQUEST_SIZE);
 }
 

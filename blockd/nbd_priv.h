@@ -21,6 +21,10 @@
 #define NBD_MAX_INFLIGHT 128u
 #define NBD_MAX_INFLIGHT_BYTES (128ull << 20)
 #define NBD_RBUF_SIZE (64u << 10)
+/* Unsent option replies past which a negotiating client is not read (it is not reading). */
+#define NBD_MAX_HS_BACKLOG (1u << 20)
+/* A client must finish negotiating within this time. */
+#define NBD_HANDSHAKE_MS 30000u
 
 /* One queued piece of output: up to two byte ranges sent back to back. */
 struct nbd_out {
@@ -64,6 +68,7 @@ struct nbd_server {
 	uint16_t port;
 	struct nbd_exports exports;
 	struct nbd_conn *conns;
+	struct loop_timer *accept_timer; /* accept paused after EMFILE and the like */
 };
 
 struct nbd_conn {
@@ -88,6 +93,8 @@ struct nbd_conn {
 	uint16_t tflags;
 	uint32_t inflight;
 	uint64_t inflight_bytes;
+	struct loop_timer *hs_timer;
+	size_t tx_bytes; /* queued, not yet sent */
 	struct nbd_out *tx_head;
 	struct nbd_out **tx_tail;
 	enum nbd_rx rx;
@@ -110,6 +117,9 @@ void nbd_conn_close(struct nbd_conn *c);
 /* Schedules a flush and input resume at the end of this loop iteration. */
 void nbd_conn_kick(struct nbd_conn *c);
 void nbd_conn_maybe_free(struct nbd_conn *c);
+
+/* Called when negotiation ends (transmission starts). */
+void nbd_conn_negotiated(struct nbd_conn *c);
 
 /* nbd_handshake.c */
 void nbd_hs_start(struct nbd_conn *c);

@@ -38,6 +38,7 @@ void nbd_conn_queue(struct nbd_conn *c, struct nbd_out *o)
 	}
 	o->next = NULL;
 	o->sent = 0;
+	c->tx_bytes += o->n1 + o->n2;
 	*c->tx_tail = o;
 	c->tx_tail = &o->next;
 }
@@ -75,6 +76,8 @@ static bool rx_wanted(const struct nbd_conn *c)
 {
 	if (c->closed || c->draining || c->close_after_tx || c->rx == NBD_RX_STOP)
 		return false;
+	if (c->rx <= NBD_RX_OPT_DATA && c->tx_bytes > NBD_MAX_HS_BACKLOG)
+		return false;
 	/* Only pause between requests: a half-received frame is always completed. */
 	if (c->rx == NBD_RX_REQ_HDR && c->got == 0 && nbd_tx_at_cap(c))
 		return false;
@@ -95,6 +98,7 @@ void nbd_conn_close(struct nbd_conn *c)
 	if (c->closed)
 		return;
 	c->closed = true;
+	nbd_conn_negotiated(c);
 	loop_del_fd(c->loop, c->fd);
 	close(c->fd);
 	c->fd = -1;
@@ -104,6 +108,7 @@ void nbd_conn_close(struct nbd_conn *c)
 		o->free(o);
 	}
 	c->tx_tail = &c->tx_head;
+	c->tx_bytes = 0;
 	if (c->cur) {
 		nbd_req_free(c->cur);
 		c->cur = NULL;
@@ -166,6 +171,7 @@ static void conn_flush(struct nbd_conn *c)
 			return;
 		}
 		size_t left = (size_t)w;
+		c->tx_bytes -= left;
 		while (c->tx_head) {
 			struct nbd_out *o = c->tx_head;
 			size_t rem = o->n1 + o->n2 - o->sent;
@@ -269,8 +275,14 @@ static void conn_rx(struct nbd_conn *c)
 				continue;
 			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 				break;
-			if (n <= 0) {
+			if (n < 0) {
 				nbd_conn_close(c);
+				break;
+			}
+			if (n == 0) {
+				/* EOF without DISC: still answer what is in flight if the
+				 * peer only half-closed, then close. */
+				c->draining = true;
 				break;
 			}
 			if (direct) {
@@ -305,6 +317,24 @@ static void conn_event(void *arg, uint32_t events)
 	nbd_conn_maybe_free(c);
 }
 
+static void hs_timeout(void *arg)
+{
+	struct nbd_conn *c = arg;
+	c->hs_timer = NULL;
+	c->busy++;
+	nbd_conn_close(c);
+	c->busy--;
+	nbd_conn_maybe_free(c);
+}
+
+void nbd_conn_negotiated(struct nbd_conn *c)
+{
+	if (c->hs_timer) {
+		loop_timer_cancel(c->loop, c->hs_timer);
+		c->hs_timer = NULL;
+	}
+}
+
 static void conn_new(struct nbd_server *s, int fd)
 {
 	int one = 1;
@@ -328,11 +358,21 @@ static void conn_new(struct nbd_server *s, int fd)
 	if (s->conns)
 		s->conns->prev = c;
 	s->conns = c;
+	loop_timer_add(c->loop, NBD_HANDSHAKE_MS, hs_timeout, c, &c->hs_timer);
 	c->busy++;
 	nbd_hs_start(c);
 	conn_service(c);
 	c->busy--;
 	nbd_conn_maybe_free(c);
+}
+
+static void accept_event(void *arg, uint32_t events);
+
+static void accept_resume(void *arg)
+{
+	struct nbd_server *s = arg;
+	s->accept_timer = NULL;
+	loop_mod_fd(s->loop, s->fd, EPOLLIN, accept_event, s);
 }
 
 static void accept_event(void *arg, uint32_t events)
@@ -341,11 +381,20 @@ static void accept_event(void *arg, uint32_t events)
 	(void)events;
 	for (;;) {
 		int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			/* EAGAIN ends the batch; EMFILE & co. are retried on the next event. */
-			return;
+		if (fd >= 0) {
+			conn_new(s, fd);
+			continue;
 		}
-		conn_new(s, fd);
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		/* Out of descriptors or memory: the level-triggered listener would spin,
+		 * so stop watching it for a moment. */
+		if (!s->accept_timer &&
+		    loop_timer_add(s->loop, 100, accept_resume, s, &s->accept_timer) == 0)
+			loop_mod_fd(s->loop, s->fd, 0, accept_event, s);
+		return;
 	}
 }
 
@@ -418,6 +467,8 @@ void nbd_server_free(struct nbd_server *s)
 {
 	if (!s)
 		return;
+	if (s->accept_timer)
+		loop_timer_cancel(s->loop, s->accept_timer);
 	loop_del_fd(s->loop, s->fd);
 	close(s->fd);
 	while (s->conns) {
