@@ -412,8 +412,15 @@ static uint64_t allocated_bytes(struct store *s)
 		const uint8_t *leaf = s->idx.leaves[p];
 		if (!leaf)
 			continue;
-		for (uint32_t i = 0; i < SMAP_BLOCKS; i++)
-			n += leaf[i] != 0;
+		const uint64_t *w = (const uint64_t *)(const void *)leaf;
+		for (uint32_t i = 0; i < SMAP_BLOCKS / 8; i++) {
+			/* Count the non-zero bytes of 8 owners at once. */
+			uint64_t x = w[i];
+			x |= x >> 4;
+			x |= x >> 2;
+			x |= x >> 1;
+			n += (uint64_t)__builtin_popcountll(x & 0x0101010101010101ull);
+		}
 	}
 	return n * STORE_BLOCK;
 }
