@@ -34,6 +34,7 @@ struct env {
 	uint16_t port[NSRV];
 	struct engine_replica_addr addrs[NSRV];
 	uint8_t *model;
+	struct engine *open[4]; /* closed by teardown if a test failed half way */
 };
 
 struct done {
@@ -132,9 +133,14 @@ static int setup(void **state)
 	return 0;
 }
 
+static int close_engine(struct env *env, struct engine *e);
+
 static int teardown(void **state)
 {
 	struct env *env = *state;
+	for (int i = 0; i < 4; i++)
+		if (env->open[i])
+			close_engine(env, env->open[i]);
 	for (int i = 0; i < NSRV; i++) {
 		if (env->srv[i])
 			replica_server_free(env->srv[i]);
@@ -163,12 +169,22 @@ static int open_engine(struct env *env, struct engine **e)
 	int r = engine_open(env->l, &p, e, done_cb, &d);
 	if (r < 0)
 		return r;
-	return wait_done(env, &d, 10000);
+	r = wait_done(env, &d, 10000);
+	for (int i = 0; i < 4 && r == 0; i++) {
+		if (!env->open[i]) {
+			env->open[i] = *e;
+			break;
+		}
+	}
+	return r;
 }
 
 static int close_engine(struct env *env, struct engine *e)
 {
 	struct done d = {0};
+	for (int i = 0; i < 4; i++)
+		if (env->open[i] == e)
+			env->open[i] = NULL;
 	int r = engine_close(e, done_cb, &d);
 	if (r < 0)
 		return r;
