@@ -477,6 +477,19 @@ static void test_read_write(void **state)
 		assert_int_equal(r[i], 0);
 	/* past the end */
 	assert_true(do_read(f, &k, 1, VOL_SIZE - 4096, r, 8192) < 0);
+	assert_true(do_read(f, &k, 1, UINT64_MAX - 100, r, 4096) < 0);
+	assert_true(do_write(f, &k, 1, UINT64_MAX - 100, w, 4096, 0) < 0);
+	struct proto_req hostile = {
+	    .op = PROTO_TRIM, .epoch = 1, .offset = 4096, .length = UINT64_MAX};
+	assert_true(call(f, &k, &hostile, NULL, NULL, 0, NULL) < 0);
+	hostile.op = PROTO_ZERO;
+	hostile.offset = UINT64_MAX - 4095;
+	hostile.length = 8192;
+	assert_true(call(f, &k, &hostile, NULL, NULL, 0, NULL) < 0);
+	hostile.op = PROTO_HASH;
+	hostile.arg = 65536;
+	hostile.length = 65536;
+	assert_true(call(f, &k, &hostile, NULL, NULL, 0, NULL) < 0);
 	/* FUA and FLUSH */
 	assert_int_equal(do_write(f, &k, 1, 0, w, 4096, PROTO_FLAG_FUA), 0);
 	struct proto_req fl = {.op = PROTO_FLUSH, .epoch = 1};
