@@ -22,8 +22,9 @@
 #include <unistd.h>
 
 #define BS STORE_BLOCK
-#define MERGE_STEP_BLOCKS (16384u) /* 64 MiB copied per merge step */
-#define COPY_RUN 256u		   /* blocks per read/write: 1 MiB */
+#define MERGE_STEP_BLOCKS (16384u)     /* 64 MiB copied per merge step */
+#define MERGE_SCAN_BLOCKS (1ull << 24) /* bitmap positions looked at per step */
+#define COPY_RUN 256u		       /* blocks per read/write: 1 MiB */
 
 static struct layer *new_head(struct store *s, uint64_t parent, int *err)
 {
@@ -229,9 +230,14 @@ static int merge_into(struct store *s, struct layer *L, struct layer *C, uint32_
 	if (!buf)
 		return -ENOMEM;
 	int r = 0;
-	uint64_t b = s->merge_blk;
+	uint64_t b = s->merge_blk, scanned = 0;
 	while (b < s->nblocks) {
 		uint64_t p = b >> SMAP_SHIFT;
+		if (++scanned > MERGE_SCAN_BLOCKS) {
+			/* Bounds a step over a layer the child already mostly has. */
+			r = 1;
+			break;
+		}
 		if (p >= L->map.npages)
 			break;
 		const uint8_t *pg = L->map.pages[p];
