@@ -3,7 +3,7 @@
  *
  *   nbd_load --url nbd://host:port/export --seconds S --region BYTES
  *            [--qd N] [--seed N] [--state FILE] [--timeout S]
- *   nbd_load --url nbd://host:port/export --verify-only --state FILE
+ *   nbd_load --url nbd://host:port/export --verify-only --state FILE [--region BYTES]
  *
  * Writes random 4 KiB blocks of the first BYTES of the export, at most one write per block
  * in flight, each block = header (magic, block, generation, seed) + fill derived from
@@ -403,6 +403,13 @@ int main(int argc, char **argv)
 		int r = load_state(&L, state);
 		if (r < 0) {
 			fprintf(stderr, "nbd_load: state %s: %s\n", state, strerror(-r));
+			return 64;
+		}
+		if (region && region / BLOCK != L.nblocks) {
+			fprintf(stderr,
+				"nbd_load: --region %" PRIu64 " differs from the state's %" PRIu64
+				"\n",
+				region, L.nblocks * BLOCK);
 			return 64;
 		}
 	} else {

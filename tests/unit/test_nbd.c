@@ -839,6 +839,54 @@ static void test_disconnect_inflight(void **state)
 	assert_int_equal(q.lookups, q.releases);
 }
 
+/* The server stops reading at 128 requests (or 128 MiB) in flight and resumes after. */
+static void test_inflight_cap(void **state)
+{
+	struct env *e = *state;
+	wait_clients(e, 0);
+	loop_call(e->loop, hold_on, e);
+	int fd = raw_attach(e);
+	enum { N = 150 };
+	for (int i = 0; i < N; i++)
+		raw_req(fd, NBD_REQUEST_MAGIC, 0, NBD_CMD_FLUSH, (uint64_t)i, 0, 0);
+	wait_held(e, 128);
+	usleep(100000);
+	assert_int_equal(query(e).nheld, 128);
+	loop_call(e->loop, hold_off, e);
+	bool seen[N] = {false};
+	for (int i = 0; i < N; i++) {
+		uint8_t h[16];
+		assert_int_equal(recv(fd, h, 16, MSG_WAITALL), 16);
+		assert_int_equal(nbd_get32(h), NBD_SIMPLE_REPLY_MAGIC);
+		assert_int_equal(nbd_get32(h + 4), 0);
+		uint64_t k = nbd_get64(h + 8);
+		assert_true(k < N && !seen[k]);
+		seen[k] = true;
+	}
+
+	/* Bytes: four 32 MiB reads reach the cap, the fifth waits. */
+	loop_call(e->loop, hold_on, e);
+	for (int i = 0; i < 5; i++)
+		raw_req(fd, NBD_REQUEST_MAGIC, 0, NBD_CMD_READ, 1000 + (uint64_t)i, 0,
+			NBD_MAX_PAYLOAD);
+	wait_held(e, 4);
+	usleep(100000);
+	assert_int_equal(query(e).nheld, 4);
+	loop_call(e->loop, hold_off, e);
+	uint8_t *buf = malloc(NBD_MAX_PAYLOAD);
+	assert_non_null(buf);
+	for (int i = 0; i < 5; i++) {
+		uint8_t h[16];
+		assert_int_equal(recv(fd, h, 16, MSG_WAITALL), 16);
+		assert_int_equal(nbd_get32(h + 4), 0);
+		assert_int_equal(recv(fd, buf, NBD_MAX_PAYLOAD, MSG_WAITALL), NBD_MAX_PAYLOAD);
+	}
+	free(buf);
+	raw_req(fd, NBD_REQUEST_MAGIC, 0, NBD_CMD_DISC, 0, 0, 0);
+	expect_closed(fd);
+	wait_clients(e, 0);
+}
+
 static void test_drop_export(void **state)
 {
 	struct env *e = *state;
@@ -991,6 +1039,7 @@ int main(void)
 	    cmocka_unit_test(test_hostile_handshake),
 	    cmocka_unit_test(test_hostile_transmission),
 	    cmocka_unit_test(test_disconnect_inflight),
+	    cmocka_unit_test(test_inflight_cap),
 	    cmocka_unit_test(test_drop_export),
 	    cmocka_unit_test(test_interop),
 	};
