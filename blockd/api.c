@@ -231,7 +231,7 @@ static void do_snapshots(struct api *a, const char *method, const char *vol, con
 }
 
 static void do_volume(struct api *a, const char *method, char **seg, int nseg, const struct req *q,
-		      struct reply *r)
+		      bool force, struct reply *r)
 {
 	/* seg: "volumes", VOL, [sub, [SNAP, [action]]] */
 	const char *vol = seg[1];
@@ -250,7 +250,12 @@ static void do_volume(struct api *a, const char *method, char **seg, int nseg, c
 	} else if (nseg != 3) {
 		reply_err(r, 404, "no such route", NULL);
 	} else if (post && !strcmp(sub, "attach")) {
-		int res = node_attach(a->n, vol, &o, &e);
+		json_t *b = body_object(q, r);
+		if (!b)
+			return;
+		force |= json_is_true(json_object_get(b, "force"));
+		json_decref(b);
+		int res = node_attach(a->n, vol, force, &o, &e);
 		reply_node(r, res, 200, o, &e);
 	} else if (post && !strcmp(sub, "detach")) {
 		int res = node_detach(a->n, vol, &e);
@@ -312,6 +317,8 @@ static void route(struct api *a, struct MHD_Connection *conn, const char *method
 	char **s = seg + 1;
 	int ns = nseg - 1;
 	bool get = !strcmp(method, "GET");
+	const char *f = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "force");
+	bool force = f && strcmp(f, "0") && strcmp(f, "false");
 	struct node_err e = {{0}, {0}};
 	json_t *o = NULL;
 	int res;
@@ -333,12 +340,10 @@ static void route(struct api *a, struct MHD_Connection *conn, const char *method
 	} else if (ns == 2 && !strcmp(s[0], "replicas") && !strcmp(method, "DELETE")) {
 		if (!name_ok("volume", s[1], r))
 			return;
-		const char *f = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "force");
-		int force = f && strcmp(f, "0") && strcmp(f, "false");
 		res = node_replica_delete(a->n, s[1], force, &e);
 		reply_node(r, res, 200, json_pack("{s:s, s:b}", "volume", s[1], "deleted", 1), &e);
 	} else if (ns >= 2 && !strcmp(s[0], "volumes")) {
-		do_volume(a, method, s, ns, q, r);
+		do_volume(a, method, s, ns, q, force, r);
 	} else {
 		reply_err(r, 404, "no such route", NULL);
 	}

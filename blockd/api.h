@@ -14,7 +14,9 @@
  *   POST   /v1/replicas                       {"volume","size","members":["node1",..]} -> 201
  *   DELETE /v1/replicas/VOL[?force=1]
  *   GET    /v1/attachments                    [{"volume","nbd","epoch","clients"}]
- *   POST   /v1/volumes/VOL/attach             {"volume","nbd":"nbd://host:port/VOL","epoch"}
+ *   POST   /v1/volumes/VOL/attach[?force=1]   {"volume","nbd":"nbd://host:port/VOL","epoch"}
+ *          (force, or body {"force":true}: even when attached on another node, which is asked
+ *          to detach and is fenced by the new epoch if it does not)
  *   POST   /v1/volumes/VOL/detach
  *   GET    /v1/volumes/VOL                    {"volume","size","epoch","attached":"node"|null,
  *                                              "members":[..],"allocated","snapshots"}

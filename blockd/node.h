@@ -14,6 +14,7 @@
 #define BLOCKD_NODE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,8 +54,10 @@ int node_replica_create(struct node *n, const char *vol, uint64_t size,
 			struct node_err *e);
 int node_replica_delete(struct node *n, const char *vol, int force, struct node_err *e);
 
-/* *out: {"volume","nbd","epoch"}. Attaching a volume already attached here succeeds. */
-int node_attach(struct node *n, const char *vol, json_t **out, struct node_err *e);
+/* *out: {"volume","nbd","epoch"}. Attaching a volume already attached here succeeds. One
+ * attached on another node is refused (-EBUSY, e->node) unless force: then that node is asked
+ * to detach it (a node that does not answer is fenced by the new engine's epoch). */
+int node_attach(struct node *n, const char *vol, bool force, json_t **out, struct node_err *e);
 int node_detach(struct node *n, const char *vol, struct node_err *e);
 /* GET /v1/volumes/VOL (answers from replicas; opens no engine). */
 int node_volume(struct node *n, const char *vol, json_t **out, struct node_err *e);

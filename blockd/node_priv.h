@@ -21,6 +21,8 @@
 /* How long a control call waits for a volume being opened or closed here to settle. */
 #define NODE_BUSY_WAIT_MS 30000
 #define NODE_BUSY_POLL_MS 20
+/* How long a forced attach waits for the node it takes the volume from to detach it. */
+#define NODE_TAKEOVER_TIMEOUT_MS 5000
 
 enum vol_state { VOL_OPENING, VOL_OPEN, VOL_CLOSING };
 
@@ -78,7 +80,7 @@ int node_want(struct node *n, const char *vol, bool want);
 extern const struct nbd_exports node_nbd_exports;
 struct vol *node_vol_find(struct node *n, const char *name);
 /* Control thread: attaches vol; reattach: only while attachments.json lists it. */
-int node_attach_impl(struct node *n, const char *vol, bool reattach, json_t **out,
+int node_attach_impl(struct node *n, const char *vol, bool reattach, bool force, json_t **out,
 		     struct node_err *e);
 /* Loop thread: closes every engine, then calls node_shutdown_done(). */
 void node_vol_shutdown(struct node *n);
@@ -87,6 +89,8 @@ void node_shutdown_done(struct node *n);
 /* node_query.c */
 /* Control thread: the node that has vol attached, per the other nodes; "" if none. */
 void node_find_attached(struct node *n, const char *vol, char out[CONFIG_NAME_MAX]);
+/* Control thread: POSTs path (no body) to node's API; 0 on a 2xx answer. */
+int node_peer_post(struct node *n, const char *node, const char *path, int timeout_ms);
 void node_set_err(struct node_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 json_t *node_replica_json(const struct store_info *i);
 

@@ -47,6 +47,7 @@ static unsigned ask_others(struct node *n, const char *path, struct peer_get *p,
 			continue;
 		p[k].host = o->host;
 		p[k].port = o->http_port;
+		p[k].method = NULL;
 		p[k].path = path;
 		names[k++] = o->name;
 	}
@@ -78,6 +79,19 @@ void node_find_attached(struct node *n, const char *vol, char out[CONFIG_NAME_MA
 			snprintf(out, CONFIG_NAME_MAX, "%s", names[i]);
 		json_decref(p[i].reply);
 	}
+}
+
+int node_peer_post(struct node *n, const char *node, const char *path, int timeout_ms)
+{
+	const struct config_node *o = config_node(&n->cfg, node);
+	if (!o)
+		return -ENOENT;
+	struct peer_get p = {.host = o->host, .port = o->http_port, .method = "POST", .path = path};
+	peer_get_all(&p, 1, timeout_ms);
+	json_decref(p.reply);
+	if (p.err)
+		return p.err;
+	return p.status >= 200 && p.status < 300 ? 0 : -EPROTO;
 }
 
 /* ---- node, replicas, attachments ---- */
@@ -398,6 +412,7 @@ int node_volume(struct node *n, const char *vol, json_t **out, struct node_err *
 					continue;
 				p[np].host = o->host;
 				p[np].port = o->http_port;
+				p[np].method = NULL;
 				p[np++].path = pass == 0 ? "/v1/attachments" : "/v1/replicas";
 			}
 		}

@@ -246,7 +246,7 @@ static void open_err(struct node_err *e, const char *vol, int r)
 		node_set_err(e, "%s: cannot open (no quorum of replicas?): %s", vol, strerror(-r));
 }
 
-static int attach_once(struct node *n, const char *vol, bool reattach, json_t **out,
+static int attach_once(struct node *n, const char *vol, bool reattach, bool force, json_t **out,
 		       struct node_err *e)
 {
 	struct attach a = {.n = n, .vol = vol, .reattach = reattach, .e = e};
@@ -256,6 +256,15 @@ static int attach_once(struct node *n, const char *vol, bool reattach, json_t **
 		goto done;
 	}
 	node_find_attached(n, vol, e->node);
+	if (e->node[0] && force) {
+		/* Let a live owner flush and let go; a dead or hung one is fenced by our epoch. */
+		char path[128];
+		snprintf(path, sizeof(path), "/v1/volumes/%s/detach", vol);
+		int d = node_peer_post(n, e->node, path, NODE_TAKEOVER_TIMEOUT_MS);
+		node_log(n, "force-attaching %s: detach on %s %s", vol, e->node,
+			 d ? "failed, fencing it" : "done");
+		e->node[0] = 0;
+	}
 	if (e->node[0]) {
 		node_set_err(e, "%s is attached on %s", vol, e->node);
 		r = -EBUSY;
@@ -281,12 +290,12 @@ done:
 	return r;
 }
 
-int node_attach_impl(struct node *n, const char *vol, bool reattach, json_t **out,
+int node_attach_impl(struct node *n, const char *vol, bool reattach, bool force, json_t **out,
 		     struct node_err *e)
 {
 	uint64_t deadline = loop_now_ms() + NODE_BUSY_WAIT_MS;
 	int r;
-	while ((r = attach_once(n, vol, reattach, out, e)) == -EINPROGRESS &&
+	while ((r = attach_once(n, vol, reattach, force, out, e)) == -EINPROGRESS &&
 	       loop_now_ms() < deadline)
 		usleep(NODE_BUSY_POLL_MS * 1000);
 	if (r == -EINPROGRESS) {
@@ -296,13 +305,13 @@ int node_attach_impl(struct node *n, const char *vol, bool reattach, json_t **ou
 	return r;
 }
 
-int node_attach(struct node *n, const char *vol, json_t **out, struct node_err *e)
+int node_attach(struct node *n, const char *vol, bool force, json_t **out, struct node_err *e)
 {
 	if (!store_name_valid(vol)) {
 		node_set_err(e, "bad volume name");
 		return -EINVAL;
 	}
-	return node_attach_impl(n, vol, false, out, e);
+	return node_attach_impl(n, vol, false, force, out, e);
 }
 
 struct detach {
@@ -591,6 +600,19 @@ static json_t *op_result(const char *vol, enum node_op op, const struct node_op_
 	}
 }
 
+/* A newer engine elsewhere has the volume: this one can never serve it again, so stop
+ * exporting it and close it (once our reference is released). */
+static void vol_fenced(void *arg)
+{
+	struct vol *v = arg;
+	if (v->st != VOL_OPEN)
+		return;
+	node_log(v->n, "%s: fenced by a newer engine elsewhere; detaching it here", v->name);
+	if (v->attached)
+		node_want(v->n, v->name, false);
+	vol_begin_close(v);
+}
+
 static void op_log(struct node *n, const char *vol, enum node_op op, const struct node_op_args *a,
 		   int r)
 {
@@ -617,6 +639,8 @@ int node_volume_op(struct node *n, const char *vol, enum node_op op, const struc
 	r = loop_call_wait(n->loop, op_start, &o);
 	if (op_mutates(op))
 		op_log(n, vol, op, a, r);
+	if (r == -ESTALE)
+		loop_call(n->loop, vol_fenced, v);
 	release(n, v);
 	if (!r && o.json) {
 		o.out = json_loads(o.json, JSON_DECODE_ANY, NULL);
@@ -638,6 +662,9 @@ int node_volume_op(struct node *n, const char *vol, enum node_op op, const struc
 			node_set_err(e, "%s: snapshot %s already exists", vol, a->snap);
 		else if (r == -EEXIST && op == NODE_OP_CLONE)
 			node_set_err(e, "volume %s already exists", a->name);
+		else if (r == -ESTALE)
+			node_set_err(
+			    e, "%s: this node's engine was fenced by a newer one elsewhere", vol);
 		else if (r == -EINVAL && op == NODE_OP_RESIZE)
 			node_set_err(e, "%s: cannot resize to %llu bytes (grow only)", vol,
 				     (unsigned long long)a->size);

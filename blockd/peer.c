@@ -1,5 +1,5 @@
 /*
- * peer: parallel HTTP/1.0 GETs over non-blocking sockets and one poll() loop (see peer.h).
+ * peer: parallel HTTP/1.0 requests over non-blocking sockets and one poll() loop (see peer.h).
  * HTTP/1.0 makes the server close the connection after the body, so the body is simply
  * everything after the headers.
  */
@@ -149,9 +149,10 @@ void peer_get_all(struct peer_get *p, unsigned n, int timeout_ms)
 	}
 	for (unsigned i = 0; i < n; i++) {
 		c[i].fd = -1;
-		int len =
-		    snprintf(c[i].req, sizeof(c[i].req),
-			     "GET %s HTTP/1.0\r\nAccept: application/json\r\n\r\n", p[i].path);
+		int len = snprintf(
+		    c[i].req, sizeof(c[i].req),
+		    "%s %s HTTP/1.0\r\nAccept: application/json\r\nContent-Length: 0\r\n\r\n",
+		    p[i].method ? p[i].method : "GET", p[i].path);
 		int r = len > 0 && len < (int)sizeof(c[i].req) ? 0 : -ENAMETOOLONG;
 		c[i].reqlen = (size_t)len;
 		if (!r)

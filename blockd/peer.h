@@ -1,6 +1,7 @@
 /*
- * peer: blocking HTTP GETs from one blockd to the control APIs of the others, all in
- * parallel under one deadline, for control-thread questions such as "who has VOL attached".
+ * peer: blocking HTTP requests (without body) from one blockd to the control APIs of the
+ * others, all in parallel under one deadline, for control-thread questions such as "who has
+ * VOL attached".
  * A peer that is down, slow or answers garbage just has no reply (dead nodes must not stop
  * the living from acting). Never called on the loop thread.
  */
@@ -13,6 +14,7 @@
 struct peer_get {
 	const char *host;
 	uint16_t port;
+	const char *method; /* NULL: GET */
 	const char *path;
 	/* Results: err 0 and status the HTTP status, reply the parsed JSON body (NULL if it
 	 * is not JSON; caller json_decref's it); or err a negative errno. */
@@ -21,7 +23,7 @@ struct peer_get {
 	json_t *reply;
 };
 
-/* GETs each p[i].path from p[i]; returns when all answered or timeout_ms passed. */
+/* Requests each p[i].path from p[i]; returns when all answered or timeout_ms passed. */
 void peer_get_all(struct peer_get *p, unsigned n, int timeout_ms);
 
 #endif

@@ -423,6 +423,56 @@ static void test_reattach_after_restart(void **state)
 	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vr/detach", NULL, NULL), 200);
 }
 
+static bool attached_on(struct cluster *c, int i, const char *vol)
+{
+	json_t *j;
+	assert_int_equal(req(c, i, "GET", "/v1/attachments", NULL, &j), 200);
+	bool found = find(j, vol) != NULL;
+	json_decref(j);
+	return found;
+}
+
+static void test_force_attach(void **state)
+{
+	struct cluster *c = *state;
+	json_t *j;
+	create_volume(c, "vf");
+	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vf/attach", NULL, NULL), 200);
+	assert_int_equal(req(c, 1, "POST", "/v1/volumes/vf/attach", NULL, NULL), 409);
+	/* A live owner is asked to detach. */
+	assert_int_equal(req(c, 1, "POST", "/v1/volumes/vf/attach?force=1", NULL, &j), 200);
+	char url2[128];
+	snprintf(url2, sizeof(url2), "%s", jstr(j, "nbd"));
+	json_decref(j);
+	assert_false(attached_on(c, 0, "vf"));
+	assert_true(attached_on(c, 1, "vf"));
+	nbd_io(url2, 0x44, true);
+
+	/* An owner that does not answer is fenced: its engine refuses I/O, and it drops the
+	 * volume when it finds out. */
+	api_stop(c->api[1]);
+	c->api[1] = NULL;
+	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vf/attach", "{\"force\":true}", &j), 200);
+	char url1[128];
+	snprintf(url1, sizeof(url1), "%s", jstr(j, "nbd"));
+	json_decref(j);
+	nbd_io(url1, 0x44, false);
+	struct nbd_client *n;
+	assert_int_equal(nbd_client_new(&n), 0);
+	nbd_client_set_timeout(n, 10000);
+	assert_int_equal(nbd_client_connect_url(n, url2), 0);
+	char buf[4096] = {0};
+	assert_true(nbd_client_pwrite(n, buf, sizeof(buf), 0, NBD_CLIENT_FUA) != 0);
+	nbd_client_free(n);
+	assert_int_equal(api_start(c->node[1], "127.0.0.1", c->cfg.nodes[1].http_port, &c->api[1]),
+			 0);
+	assert_int_equal(req(c, 1, "POST", "/v1/volumes/vf/snapshots", "{\"name\":\"x\"}", NULL),
+			 409);
+	assert_false(attached_on(c, 1, "vf"));
+	assert_true(attached_on(c, 0, "vf"));
+	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vf/detach", NULL, NULL), 200);
+}
+
 static void test_peer_timeout(void **state)
 {
 	(void)state;
@@ -455,7 +505,7 @@ int main(void)
 	    cmocka_unit_test(test_health_node),	     cmocka_unit_test(test_replicas),
 	    cmocka_unit_test(test_bad_requests),     cmocka_unit_test(test_attach_detach),
 	    cmocka_unit_test(test_temporary_engine), cmocka_unit_test(test_reattach_after_restart),
-	    cmocka_unit_test(test_peer_timeout),
+	    cmocka_unit_test(test_force_attach),     cmocka_unit_test(test_peer_timeout),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
