@@ -809,9 +809,9 @@ static void test_hostile_transmission(void **state)
 	wait_clients(e, 0);
 }
 
-static void test_disconnect_inflight(void **state)
+/* Closes (or resets) a connection with 21 requests parked in the bdev. */
+static void disconnect_with_inflight(struct env *e, bool reset)
 {
-	struct env *e = *state;
 	wait_clients(e, 0);
 	struct query q0 = query(e);
 	assert_int_equal(q0.lookups, q0.releases);
@@ -827,6 +827,10 @@ static void test_disconnect_inflight(void **state)
 		raw_req(fd, NBD_REQUEST_MAGIC, 0, NBD_CMD_READ, 100 + (uint64_t)i, 0, 4096);
 	raw_req(fd, NBD_REQUEST_MAGIC, 0, NBD_CMD_FLUSH, 200, 0, 0);
 	wait_held(e, 21);
+	if (reset) {
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
 	close(fd);
 	usleep(100000);
 	/* The connection is gone but cannot be freed while the bdev holds its requests. */
@@ -837,6 +841,12 @@ static void test_disconnect_inflight(void **state)
 	wait_clients(e, 0);
 	q = query(e);
 	assert_int_equal(q.lookups, q.releases);
+}
+
+static void test_disconnect_inflight(void **state)
+{
+	disconnect_with_inflight(*state, false);
+	disconnect_with_inflight(*state, true);
 }
 
 /* The server stops reading at 128 requests (or 128 MiB) in flight and resumes after. */
@@ -1032,16 +1042,11 @@ static void test_interop(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip),
-	    cmocka_unit_test(test_pipelined),
-	    cmocka_unit_test(test_trim_zero_flush_fua),
-	    cmocka_unit_test(test_client_errors),
-	    cmocka_unit_test(test_hostile_handshake),
-	    cmocka_unit_test(test_hostile_transmission),
-	    cmocka_unit_test(test_disconnect_inflight),
-	    cmocka_unit_test(test_inflight_cap),
-	    cmocka_unit_test(test_drop_export),
-	    cmocka_unit_test(test_interop),
+	    cmocka_unit_test(test_roundtrip),		cmocka_unit_test(test_pipelined),
+	    cmocka_unit_test(test_trim_zero_flush_fua), cmocka_unit_test(test_client_errors),
+	    cmocka_unit_test(test_hostile_handshake),	cmocka_unit_test(test_hostile_transmission),
+	    cmocka_unit_test(test_disconnect_inflight), cmocka_unit_test(test_inflight_cap),
+	    cmocka_unit_test(test_drop_export),		cmocka_unit_test(test_interop),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
