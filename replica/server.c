@@ -23,6 +23,7 @@
 #define MERGE_BUSY_MS 1
 #define MERGE_IDLE_MS 1000
 #define ACCEPTS_PER_EVENT 64
+#define ACCEPT_PAUSE_MS 100
 
 int srv_volume_dir(struct replica_server *s, const char *name, char *buf, size_t len)
 {
@@ -128,6 +129,15 @@ void srv_merge_kick(struct replica_server *s)
 	loop_timer_add(s->l, MERGE_BUSY_MS, merge_tick, s, &s->merge_timer);
 }
 
+static void on_accept(void *arg, uint32_t events);
+
+static void accept_resume(void *arg)
+{
+	struct replica_server *s = arg;
+	s->accept_timer = NULL;
+	loop_mod_fd(s->l, s->lfd, EPOLLIN, on_accept, s);
+}
+
 static void on_accept(void *arg, uint32_t events)
 {
 	struct replica_server *s = arg;
@@ -135,9 +145,16 @@ static void on_accept(void *arg, uint32_t events)
 	for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
 		int fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				fprintf(stderr, "replica server: accept: %s\n", strerror(errno));
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+			    errno == ECONNABORTED)
+				return;
+			/* Out of fds or memory: the pending connection stays readable, so
+			 * pause rather than spin (and log) every iteration. */
+			fprintf(stderr, "replica server: accept: %s\n", strerror(errno));
+			if (!s->accept_timer && loop_mod_fd(s->l, s->lfd, 0, on_accept, s) == 0 &&
+			    loop_timer_add(s->l, ACCEPT_PAUSE_MS, accept_resume, s,
+					   &s->accept_timer) < 0)
+				accept_resume(s);
 			return;
 		}
 		int e = srv_conn_new(s, fd);
@@ -242,6 +259,8 @@ void replica_server_free(struct replica_server *s)
 	if (s->merge_timer)
 		loop_timer_cancel(s->l, s->merge_timer);
 	s->merge_timer = NULL;
+	if (s->accept_timer)
+		loop_timer_cancel(s->l, s->accept_timer);
 	loop_del_fd(s->l, s->lfd);
 	close(s->lfd);
 	srv_conn_orphan_all(s);

@@ -80,6 +80,7 @@ struct replica_server {
 	struct srv_conn *conns;
 	uint32_t nconns; /* live (not dead) connections */
 	struct loop_timer *merge_timer;
+	struct loop_timer *accept_timer; /* listening paused after EMFILE and the like */
 	bool freeing;
 };
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -1092,6 +1093,52 @@ static void test_localhost(void **state)
 	run_until(f->l, never, NULL, 20);
 }
 
+static void test_accept_emfile(void **state)
+{
+	/* Out of file descriptors: the server pauses accepting instead of spinning, and
+	 * resumes by itself once descriptors are available again. */
+	struct fx *f = *state;
+	struct raw r[4];
+	for (int i = 0; i < 4; i++)
+		raw_connect(f, &r[i]);
+	struct rlimit saved, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+	/* Count the server's complaints: one per pause, not one per loop iteration. */
+	char logpath[] = "/tmp/test_server_log.XXXXXX";
+	int logfd = mkstemp(logpath);
+	assert_true(logfd >= 0);
+	unlink(logpath);
+	fflush(stderr);
+	int saved_err = dup(2);
+	dup2(logfd, 2);
+	int hole = dup(0);
+	assert_true(hole >= 0);
+	close(hole);
+	low = saved;
+	low.rlim_cur = (rlim_t)hole + 1; /* room for exactly one more descriptor */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	wait_nconns(f, 1);
+	run_until(f->l, never, NULL, 50);
+	assert_int_equal(replica_server_nconns(f->srv), 1);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+	fflush(stderr);
+	dup2(saved_err, 2);
+	close(saved_err);
+	char log[4096];
+	ssize_t n = pread(logfd, log, sizeof(log) - 1, 0);
+	close(logfd);
+	assert_true(n > 0);
+	log[n] = 0;
+	int lines = 0;
+	for (char *p = log; (p = strchr(p, '\n')); p++)
+		lines++;
+	assert_true(lines >= 1 && lines <= 2);
+	wait_nconns(f, 4);
+	for (int i = 0; i < 4; i++)
+		close(r[i].fd);
+	wait_nconns(f, 0);
+}
+
 static void test_registry(void **state)
 {
 	struct fx *f = *state;
@@ -1146,6 +1193,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_members_dirty_resize, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_localhost, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_accept_emfile, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
