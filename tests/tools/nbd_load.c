@@ -188,6 +188,10 @@ static int load_state(struct load *L, const char *path)
 	r = 0;
 out:
 	fclose(f);
+	if (r < 0) {
+		free(L->gen);
+		L->gen = NULL;
+	}
 	return r;
 }
 
@@ -410,6 +414,7 @@ int main(int argc, char **argv)
 				"nbd_load: --region %" PRIu64 " differs from the state's %" PRIu64
 				"\n",
 				region, L.nblocks * BLOCK);
+			free(L.gen);
 			return 64;
 		}
 	} else {
