@@ -524,23 +524,33 @@ static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	(void)len;
 	struct qop *q = io->ctx;
 	struct engine *e = q->e;
-	if (res < 0 && !e->dying) {
-		if (q->res == 0)
-			q->res = res;
-		if (res == -ESTALE) {
+	io->lres = res;
+	if (res < 0 && q->res == 0)
+		q->res = res;
+	if (res == 0)
+		q->nok++;
+	if (--q->pending)
+		return;
+	if (e->dying) {
+		qop_end(q, -EIO);
+		return;
+	}
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct tio *t = &q->tio[i];
+		if (!t->t || t->lres == 0)
+			continue;
+		if (t->lres == -ESTALE) {
 			eng_fence(e);
-		} else {
-			/* It may or may not have applied the op: its layers can no longer be
-			 * trusted to match. */
-			io->t->diverged = true;
-			eng_eject(io->t, res, "snapshot op failed");
+		} else if (q->nok && q->op != PROTO_CLONE && q->op != PROTO_SNAP_DELETE) {
+			/* It failed where others succeeded: its layers no longer match theirs.
+			 * (Failing everywhere, e.g. a bad name, changed nothing anywhere.) */
+			t->t->diverged = true;
+			eng_eject(t->t, t->lres, "snapshot op failed");
 		}
 	}
-	if (--q->pending == 0) {
-		if (q->res == 0 && q->op == PROTO_RESIZE)
-			e->size = q->arg64;
-		qop_end(q, q->res);
-	}
+	if (q->nok && q->op == PROTO_RESIZE)
+		e->size = q->arg64;
+	qop_end(q, q->res);
 }
 
 /* Sends q->op to every in-sync replica; the others can no longer follow the layer chain. */
@@ -591,16 +601,25 @@ static void snap_run(struct qop *q)
 		loop_defer(e->l, qop_defer_end, q);
 }
 
-static int snap_op(struct engine *e, uint16_t op, const char *name, engine_cb cb, void *arg)
+static int snap_op(struct engine *e, uint16_t op, const char *name, char *json, uint64_t arg64,
+		   engine_cb cb, void *arg)
 {
-	if (!e->open || e->closing)
+	if (!e->open || e->closing) {
+		free(json);
 		return -EIO;
-	if (name && (strlen(name) >= STORE_NAME_MAX || !store_name_valid(name)))
+	}
+	if (name && (strlen(name) >= STORE_NAME_MAX || !store_name_valid(name))) {
+		free(json);
 		return -EINVAL;
+	}
 	struct qop *q = qop_new(e, snap_run, cb, arg);
-	if (!q)
+	if (!q) {
+		free(json);
 		return -ENOMEM;
+	}
 	q->op = op;
+	q->json = json;
+	q->arg64 = arg64;
 	if (name)
 		snprintf(q->name, sizeof(q->name), "%s", name);
 	qop_enqueue(e, q);
@@ -609,49 +628,36 @@ static int snap_op(struct engine *e, uint16_t op, const char *name, engine_cb cb
 
 int engine_snapshot_create(struct engine *e, const char *name, engine_cb cb, void *arg)
 {
-	return snap_op(e, PROTO_SNAP_CREATE, name, cb, arg);
+	return snap_op(e, PROTO_SNAP_CREATE, name, NULL, 0, cb, arg);
 }
 
 int engine_snapshot_delete(struct engine *e, const char *name, engine_cb cb, void *arg)
 {
-	return snap_op(e, PROTO_SNAP_DELETE, name, cb, arg);
+	return snap_op(e, PROTO_SNAP_DELETE, name, NULL, 0, cb, arg);
 }
 
 int engine_snapshot_revert(struct engine *e, const char *name, engine_cb cb, void *arg)
 {
-	return snap_op(e, PROTO_SNAP_REVERT, name, cb, arg);
+	return snap_op(e, PROTO_SNAP_REVERT, name, NULL, 0, cb, arg);
 }
 
 int engine_resize(struct engine *e, uint64_t size, engine_cb cb, void *arg)
 {
 	if (size < e->size)
 		return -EINVAL;
-	int r = snap_op(e, PROTO_RESIZE, NULL, cb, arg);
-	if (r == 0) {
-		struct qop *q = e->qops;
-		while (q->next)
-			q = q->next;
-		q->arg64 = size;
-	}
-	return r;
+	return snap_op(e, PROTO_RESIZE, NULL, NULL, size, cb, arg);
 }
 
 int engine_clone(struct engine *e, const char *snap, const char *new_name, engine_cb cb, void *arg)
 {
-	if (!new_name || strlen(new_name) >= STORE_NAME_MAX || !store_name_valid(new_name))
+	if (!snap || !new_name || strlen(new_name) >= STORE_NAME_MAX || !store_name_valid(new_name))
 		return -EINVAL;
-	int r = snap_op(e, PROTO_CLONE, snap, cb, arg);
-	if (r < 0)
-		return r;
-	struct qop *q = e->qops;
-	while (q->next)
-		q = q->next;
 	json_t *j = json_pack("{s:s,s:s}", "snapshot", snap, "name", new_name);
-	q->json = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
-	if (!q->json)
-		q->op = 0; /* fails on every replica with -EOPNOTSUPP / -EPROTO */
-	return 0;
+	if (!txt)
+		return -ENOMEM;
+	return snap_op(e, PROTO_CLONE, snap, txt, 0, cb, arg);
 }
 
 int eng_local_clone(struct engine *e, struct store *s, const char *snap, const char *name)

@@ -145,6 +145,7 @@ struct qop {
 	uint64_t arg64;
 	int pending;
 	int res;
+	uint32_t nok;
 	bool fenced;
 	struct tio tio[ENGINE_MAX_REPLICAS];
 };

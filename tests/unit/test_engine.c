@@ -11,6 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -749,6 +753,190 @@ static void test_trim(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* ---- a TCP proxy that can stop forwarding, to make a replica hang without dying ---- */
+
+struct pipe_end {
+	struct proxy *p;
+	int from, to;
+	bool open;
+};
+
+struct proxy {
+	struct loop *l;
+	int lfd;
+	uint16_t port, target;
+	bool frozen;
+	struct pipe_end ends[32];
+	int nends;
+};
+
+static void end_close(struct pipe_end *pe)
+{
+	struct proxy *p = pe->p;
+	for (int i = 0; i < p->nends; i++) {
+		struct pipe_end *o = &p->ends[i];
+		if (o->open && (o->from == pe->from || o->from == pe->to)) {
+			loop_del_fd(p->l, o->from);
+			close(o->from);
+			o->open = false;
+		}
+	}
+}
+
+static void end_event(void *arg, uint32_t ev)
+{
+	(void)ev;
+	struct pipe_end *pe = arg;
+	char buf[65536];
+	ssize_t n = read(pe->from, buf, sizeof(buf));
+	if (n <= 0) {
+		end_close(pe);
+		return;
+	}
+	for (ssize_t off = 0; off < n;) {
+		ssize_t w = write(pe->to, buf + off, (size_t)(n - off));
+		if (w <= 0) {
+			end_close(pe);
+			return;
+		}
+		off += w;
+	}
+}
+
+static void proxy_accept(void *arg, uint32_t ev)
+{
+	(void)ev;
+	struct proxy *p = arg;
+	int a = accept(p->lfd, NULL, NULL);
+	if (a < 0)
+		return;
+	int b = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(p->target)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (b < 0 || connect(b, (struct sockaddr *)&sa, sizeof(sa)) < 0 || p->nends + 2 > 32) {
+		close(a);
+		if (b >= 0)
+			close(b);
+		return;
+	}
+	struct pipe_end *x = &p->ends[p->nends++], *y = &p->ends[p->nends++];
+	*x = (struct pipe_end){p, a, b, true};
+	*y = (struct pipe_end){p, b, a, true};
+	uint32_t evs = p->frozen ? 0 : EPOLLIN;
+	loop_add_fd(p->l, a, evs, end_event, x);
+	loop_add_fd(p->l, b, evs, end_event, y);
+}
+
+static void proxy_start(struct proxy *p, struct loop *l, uint16_t port, uint16_t target)
+{
+	memset(p, 0, sizeof(*p));
+	p->l = l;
+	p->port = port;
+	p->target = target;
+	p->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(p->lfd >= 0);
+	int one = 1;
+	setsockopt(p->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(p->lfd, 8), 0);
+	assert_int_equal(loop_add_fd(l, p->lfd, EPOLLIN, proxy_accept, p), 0);
+}
+
+static void proxy_freeze(struct proxy *p, bool frozen)
+{
+	p->frozen = frozen;
+	for (int i = 0; i < p->nends; i++)
+		if (p->ends[i].open)
+			loop_mod_fd(p->l, p->ends[i].from, frozen ? 0 : EPOLLIN, end_event,
+				    &p->ends[i]);
+}
+
+static void proxy_stop(struct proxy *p)
+{
+	for (int i = 0; i < p->nends; i++)
+		if (p->ends[i].open)
+			end_close(&p->ends[i]);
+	loop_del_fd(p->l, p->lfd);
+	close(p->lfd);
+}
+
+/* A replica that stops answering (but keeps its connection) is ejected after the io
+ * timeout; writes go on; once it answers again it is reconnected and resynced. */
+static void test_timeout_eject(void **state)
+{
+	struct env *env = *state;
+	struct proxy px;
+	proxy_start(&px, env->l, (uint16_t)(env->port[2] + 100), env->port[2]);
+	env->addrs[2].port = px.port;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	assert_int_equal(target_of(e, "n3")->store, NULL);
+	struct loader ld = {
+	    .env = env, .e = e, .region_off = 0, .region_len = 4u << 20, .depth = 4};
+	load_start(&ld);
+	run_for(env, 100);
+	proxy_freeze(&px, true);
+	uint64_t t0 = loop_now_ms();
+	struct stale_wait sw = {e, "n3"};
+	assert_true(run_until(env, node_stale, &sw, 3000));
+	uint64_t dt = loop_now_ms() - t0;
+	assert_true(dt >= TIMEOUT_MS - 20);
+	assert_true(dt < TIMEOUT_MS + 700);
+	run_for(env, 200);
+	uint64_t ok = ld.ok;
+	run_for(env, 200);
+	assert_true(ld.ok > ok); /* still writing without n3 */
+	proxy_freeze(&px, false);
+	wait_healthy(env, e);
+	load_stop(&ld);
+	assert_int_equal(ld.failed, 0);
+	assert_int_equal(eng_flush(env, e), 0);
+	verify_clean(env, e);
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+	proxy_stop(&px);
+}
+
+static void test_clone(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	uint8_t a[4096];
+	assert_int_equal(open_engine(env, &e), 0);
+	fill(a, sizeof(a));
+	assert_int_equal(eng_write(env, e, 0, sizeof(a), a, 0), 0);
+	struct done d = {0};
+	assert_int_equal(engine_snapshot_create(e, "base", done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	d = (struct done){0};
+	assert_int_equal(engine_clone(e, "base", "vol2", done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	for (int i = 0; i < NSRV; i++) {
+		struct store *s;
+		assert_int_equal(replica_server_store(env->srv[i], "vol2", &s), 0);
+		uint8_t rb[4096];
+		d = (struct done){0};
+		assert_int_equal(store_read(s, 0, sizeof(rb), rb, done_cb, &d), 0);
+		assert_true(wait_done(env, &d, 5000) >= 0);
+		assert_memory_equal(rb, a, sizeof(a));
+	}
+	d = (struct done){0};
+	assert_int_equal(engine_clone(e, "nosuch", "vol3", done_cb, &d), 0);
+	assert_true(wait_done(env, &d, 5000) < 0);
+	/* Failing the same way everywhere changes nothing: nobody is ejected. */
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	for (int i = 0; i < NSRV; i++)
+		assert_int_equal(st[i].state, ENGINE_HEALTHY);
+	d = (struct done){0};
+	assert_int_equal(engine_snapshot_delete(e, "nosuch", done_cb, &d), 0);
+	assert_true(wait_done(env, &d, 5000) < 0);
+	assert_int_equal(eng_write(env, e, 0, sizeof(a), a, 0), 0);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 int main(void)
 {
 	srand((unsigned)getpid());
@@ -764,6 +952,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unclean_rebuild, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bitmap_across_engines, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_timeout_eject, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
