@@ -443,11 +443,15 @@ int api_start(struct node *n, const char *host, uint16_t port, struct api **out)
 {
 	char ports[8];
 	snprintf(ports, sizeof(ports), "%u", port);
+	/* IPv4 first, like the replica server and every client (see peer.c). */
 	struct addrinfo hints = {
-	    .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	    .ai_family = AF_INET, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
 	struct addrinfo *ai;
-	if (getaddrinfo(host, ports, &hints, &ai))
-		return -EADDRNOTAVAIL;
+	if (getaddrinfo(host, ports, &hints, &ai)) {
+		hints.ai_family = AF_UNSPEC;
+		if (getaddrinfo(host, ports, &hints, &ai))
+			return -EADDRNOTAVAIL;
+	}
 	struct api *a = calloc(1, sizeof(*a));
 	if (!a) {
 		freeaddrinfo(ai);

@@ -43,10 +43,15 @@ static int start_connect(const char *host, uint16_t port, int *fdout)
 {
 	char ports[8];
 	snprintf(ports, sizeof(ports), "%u", port);
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	/* IPv4 first, as every blockd listener resolves its host: "localhost" must name the
+	 * same socket on both ends. */
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
 	struct addrinfo *ai;
-	if (getaddrinfo(host, ports, &hints, &ai))
-		return -EHOSTUNREACH;
+	if (getaddrinfo(host, ports, &hints, &ai)) {
+		hints.ai_family = AF_UNSPEC;
+		if (getaddrinfo(host, ports, &hints, &ai))
+			return -EHOSTUNREACH;
+	}
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		int e = -errno;
