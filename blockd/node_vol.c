@@ -338,9 +338,7 @@ static void detach_start(void *arg, struct loop_waiter *w)
 		return;
 	}
 	if (v->st != VOL_OPEN) {
-		node_set_err(d->e, "%s is being %s on this node", d->vol,
-			     v->st == VOL_OPENING ? "attached" : "detached");
-		loop_done(w, -EBUSY);
+		loop_done(w, -EINPROGRESS);
 		return;
 	}
 	node_want(n, v->name, false);
@@ -356,10 +354,18 @@ int node_detach(struct node *n, const char *vol, struct node_err *e)
 		return -EINVAL;
 	}
 	struct detach d = {n, vol, e};
-	int r = loop_call_wait(n->loop, detach_start, &d);
-	if (r && !e->msg[0])
-		node_set_err(e, "detaching %s: %s", vol, strerror(-r));
-	return r;
+	uint64_t deadline = loop_now_ms() + NODE_BUSY_WAIT_MS;
+	int r;
+	while ((r = loop_call_wait(n->loop, detach_start, &d)) == -EINPROGRESS &&
+	       loop_now_ms() < deadline)
+		usleep(NODE_BUSY_POLL_MS * 1000);
+	if (r == -EINPROGRESS) {
+		node_set_err(e, "%s is being attached or detached on this node", vol);
+		return -EBUSY;
+	}
+	/* A close that failed (fenced, no quorum for the last flush) still detached it: the
+	 * error is in the log, and the caller's intent is done. */
+	return r == -ENOENT ? r : 0;
 }
 
 /* ---- volume ops on an engine here, or a temporary one ---- */
