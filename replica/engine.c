@@ -464,7 +464,7 @@ void eng_kick(struct engine *e)
 {
 	if (e->dying)
 		return;
-	if (e->qops && !e->running && e->active.n == 0 && e->copies == 0) {
+	if (e->qops && !e->running && e->active.n == 0 && e->copies == 0 && !e->verify) {
 		struct qop *q = e->qops;
 		e->running = q;
 		q->run(q);
@@ -804,6 +804,14 @@ static void tick(void *arg)
 	if (e->dying)
 		return;
 	uint64_t now = loop_now_ms();
+	if (e->opening) {
+		/* Only requests of the open itself are outstanding; probes have their own timer. */
+		for (uint32_t i = 0; i < e->ntargets; i++)
+			if (e->t[i]->ifl_head && now >= e->t[i]->ifl_head->deadline)
+				eng_eject(e->t[i], -ETIMEDOUT, "no answer");
+		loop_timer_add(e->l, ENGINE_TICK_MS, tick, e, &e->tick);
+		return;
+	}
 	for (uint32_t i = 0; i < e->ntargets; i++) {
 		struct target *t = e->t[i];
 		if (t->ifl_head && now >= t->ifl_head->deadline)
@@ -1022,7 +1030,6 @@ static void open_finish(struct engine *e)
 	e->opening = false;
 	e->open = true;
 	e->last_reconnect = loop_now_ms();
-	loop_timer_add(e->l, ENGINE_TICK_MS, tick, e, &e->tick);
 	for (uint32_t i = 0; i < e->ntargets; i++) {
 		struct target *t = e->t[i];
 		if (t->state == T_REBUILDING || t->suspect)
@@ -1041,16 +1048,14 @@ static void open_members_check(void *arg)
 		open_fail(e, -ESTALE);
 		return;
 	}
-	if (eng_ninsync(e) < eng_quorum(e) && e->members_persisted < e->members_gen &&
-	    !e->members_busy) {
-		open_fail(e, -EIO);
-		return;
-	}
-	if (e->members_persisted >= e->open_gen && !e->members_busy) {
+	if (e->members_persisted >= e->open_gen) {
 		open_finish(e);
 		return;
 	}
-	e->open_timer = NULL;
+	if (!e->members_busy && eng_ninsync(e) == 0) {
+		open_fail(e, -EIO); /* nobody left to hold the membership */
+		return;
+	}
 	loop_timer_add(e->l, 10, open_members_check, e, &e->open_timer);
 }
 
@@ -1348,6 +1353,7 @@ int engine_open(struct loop *l, const struct engine_params *p, struct engine **o
 			e->open_pending--;
 		}
 	}
+	loop_timer_add(l, ENGINE_TICK_MS, tick, e, &e->tick);
 	uint64_t pt = 2ull * e->io_timeout_ms;
 	loop_timer_add(l, pt < 2000 ? 2000 : pt, probe_timeout, e, &e->open_timer);
 	if (--e->open_pending == 0)

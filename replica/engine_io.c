@@ -728,8 +728,10 @@ void eio_dispatch_queue(struct engine *e)
 		uint32_t need = io->kind == EIO_READ ? 1 : eng_quorum(e);
 		if (eng_ninsync(e) < need) {
 			uint64_t now = loop_now_ms();
-			if (!io->deadline)
-				io->deadline = now + e->io_timeout_ms;
+			/* Everything queued waits for quorum from now, not one after another. */
+			for (struct eio *q = io; q; q = q->next)
+				if (!q->deadline)
+					q->deadline = now + e->io_timeout_ms;
 			if (now >= io->deadline) {
 				eio_finish(io, -EIO);
 				continue;

@@ -115,16 +115,30 @@ static int setup(void **state)
 	struct env *env = calloc(1, sizeof(*env));
 	assert_non_null(env);
 	assert_int_equal(loop_new(&env->l), 0);
-	uint16_t base = (uint16_t)(21000 + (getpid() * 7 + rand()) % 30000);
 	struct store_member m[NSRV];
 	for (int i = 0; i < NSRV; i++) {
 		snprintf(env->dir[i], sizeof(env->dir[i]), "/tmp/test_engine.XXXXXX");
 		assert_non_null(mkdtemp(env->dir[i]));
 		snprintf(env->node[i], sizeof(env->node[i]), "n%d", i + 1);
-		env->port[i] = (uint16_t)(base + i);
-		assert_int_equal(start_server(env, i), 0);
 		snprintf(m[i].node, sizeof(m[i].node), "%s", env->node[i]);
 		m[i].in_sync = true;
+	}
+	/* Below the ephemeral range; another process may hold a port, so retry elsewhere. */
+	int r = -1;
+	for (int attempt = 0; attempt < 50 && r != 0; attempt++) {
+		uint16_t base = (uint16_t)(12000 + (getpid() * 7 + rand()) % 20000);
+		for (int i = 0; i < NSRV; i++) {
+			env->port[i] = (uint16_t)(base + i);
+			r = start_server(env, i);
+			if (r != 0) {
+				for (int k = 0; k < i; k++)
+					replica_server_free(env->srv[k]);
+				break;
+			}
+		}
+	}
+	assert_int_equal(r, 0);
+	for (int i = 0; i < NSRV; i++) {
 		snprintf(env->addrs[i].node, sizeof(env->addrs[i].node), "%s", env->node[i]);
 		snprintf(env->addrs[i].host, sizeof(env->addrs[i].host), "127.0.0.1");
 		env->addrs[i].port = env->port[i];
@@ -827,19 +841,21 @@ static void proxy_accept(void *arg, uint32_t ev)
 	loop_add_fd(p->l, b, evs, end_event, y);
 }
 
-static void proxy_start(struct proxy *p, struct loop *l, uint16_t port, uint16_t target)
+static void proxy_start(struct proxy *p, struct loop *l, uint16_t target)
 {
 	memset(p, 0, sizeof(*p));
 	p->l = l;
-	p->port = port;
 	p->target = target;
 	p->lfd = socket(AF_INET, SOCK_STREAM, 0);
 	assert_true(p->lfd >= 0);
 	int one = 1;
 	setsockopt(p->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	socklen_t sl = sizeof(sa);
+	assert_int_equal(getsockname(p->lfd, (struct sockaddr *)&sa, &sl), 0);
+	p->port = ntohs(sa.sin_port);
 	assert_int_equal(listen(p->lfd, 8), 0);
 	assert_int_equal(loop_add_fd(l, p->lfd, EPOLLIN, proxy_accept, p), 0);
 }
@@ -868,7 +884,7 @@ static void test_timeout_eject(void **state)
 {
 	struct env *env = *state;
 	struct proxy px;
-	proxy_start(&px, env->l, (uint16_t)(env->port[2] + 100), env->port[2]);
+	proxy_start(&px, env->l, env->port[2]);
 	env->addrs[2].port = px.port;
 	struct engine *e;
 	assert_int_equal(open_engine(env, &e), 0);
