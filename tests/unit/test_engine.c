@@ -173,12 +173,12 @@ static int teardown(void **state)
 	return 0;
 }
 
-static int open_engine(struct env *env, struct engine **e)
+static int open_engine_at(struct env *env, struct engine **e, bool local)
 {
 	struct engine_params p = {
 	    .volume = VOL,
-	    .local_node = env->node[0],
-	    .local = env->srv[0],
+	    .local_node = local ? env->node[0] : "elsewhere",
+	    .local = local ? env->srv[0] : NULL,
 	    .naddrs = NSRV,
 	    .addrs = env->addrs,
 	    .io_timeout_ms = TIMEOUT_MS,
@@ -195,6 +195,11 @@ static int open_engine(struct env *env, struct engine **e)
 		}
 	}
 	return r;
+}
+
+static int open_engine(struct env *env, struct engine **e)
+{
+	return open_engine_at(env, e, true);
 }
 
 static int close_engine(struct env *env, struct engine *e)
@@ -743,6 +748,47 @@ static void test_bitmap_across_engines(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* The local replica is the one that fell behind: an engine without it runs on the two
+ * remote ones; the next engine (local again) takes the remote authoritative membership,
+ * reads from remote replicas and resyncs the local one from the persisted bitmap. */
+static void test_local_behind(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	uint8_t buf[65536];
+	assert_int_equal(open_engine_at(env, &e, false), 0);
+	for (uint64_t off = 0; off < VSIZE; off += 8u << 20) {
+		fill(buf, sizeof(buf));
+		memcpy(env->model + off, buf, sizeof(buf));
+		assert_int_equal(eng_write(env, e, off, sizeof(buf), buf, 0), 0);
+	}
+	assert_int_equal(eng_flush(env, e), 0);
+	replica_server_free(env->srv[0]);
+	env->srv[0] = NULL;
+	for (int i = 0; i < 3; i++) {
+		uint64_t off = (17u << 20) + (uint64_t)i * (1u << 20);
+		fill(buf, sizeof(buf));
+		memcpy(env->model + off, buf, sizeof(buf));
+		assert_int_equal(eng_write(env, e, off, sizeof(buf), buf, BDEV_FUA), 0);
+	}
+	assert_int_equal(close_engine(env, e), 0);
+
+	assert_int_equal(start_server(env, 0), 0);
+	assert_int_equal(open_engine(env, &e), 0);
+	struct target *t1 = target_of(e, "n1");
+	assert_non_null(t1->store);
+	check_all(env, e); /* served by n2 / n3 while n1 catches up */
+	wait_healthy(env, e);
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	int k = find_node(st, "n1");
+	assert_false(st[k].resync_full);
+	assert_int_equal(st[k].resync_copied, 3 * ENGINE_GRAIN);
+	verify_clean(env, e);
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 static void test_trim(void **state)
 {
 	struct env *env = *state;
@@ -968,6 +1014,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unclean_rebuild, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bitmap_across_engines, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_local_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_timeout_eject, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
 	};
