@@ -351,7 +351,18 @@ static void test_attach_detach(void **state)
 	char file[256];
 	read_attachments_file(c, 0, file, sizeof(file));
 	assert_non_null(strstr(file, "\"va\""));
+	/* Detach with an NBD client connected: it is cut off, the detach completes. */
+	struct nbd_client *held;
+	assert_int_equal(nbd_client_new(&held), 0);
+	nbd_client_set_timeout(held, 10000);
+	assert_int_equal(nbd_client_connect_url(held, url), 0);
+	assert_int_equal(req(c, 0, "GET", "/v1/attachments", NULL, &j), 200);
+	assert_int_equal(jint(find(j, "va"), "clients"), 1);
+	json_decref(j);
 	assert_int_equal(req(c, 0, "POST", "/v1/volumes/va/detach", NULL, NULL), 200);
+	char small[512];
+	assert_true(nbd_client_pread(held, small, sizeof(small), 0) != 0);
+	nbd_client_free(held);
 	assert_int_equal(req(c, 0, "POST", "/v1/volumes/va/detach", NULL, NULL), 404);
 	read_attachments_file(c, 0, file, sizeof(file));
 	assert_null(strstr(file, "\"va\""));
