@@ -19,6 +19,9 @@
 #include "blockd/node.h"
 
 #define API_MAX_BODY (1u << 20)
+/* A thread per connection: bound them, and drop idle ones. */
+#define API_MAX_CONNECTIONS 128
+#define API_IDLE_TIMEOUT_S 300
 #define API_MAX_SEGS 8
 #define API_WAIT_DEFAULT_MS 30000
 #define API_WAIT_MAX_MS (3600u * 1000)
@@ -464,7 +467,9 @@ int api_start(struct node *n, const char *host, uint16_t port, struct api **out)
 		flags |= MHD_USE_IPv6;
 	a->d = MHD_start_daemon(flags, port, NULL, NULL, handler, a, MHD_OPTION_SOCK_ADDR,
 				ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, a,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_TIMEOUT_S,
+				MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_MAX_CONNECTIONS,
+				MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (!a->d) {
 		free(a);
