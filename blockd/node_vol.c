@@ -637,7 +637,7 @@ int node_volume_op(struct node *n, const char *vol, enum node_op op, const struc
 		node_set_err(e, "bad volume name");
 		return -EINVAL;
 	}
-	struct vol *v;
+	struct vol *v = NULL;
 	int r = acquire(n, vol, &v, e);
 	if (r)
 		return r;
