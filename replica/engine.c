@@ -116,9 +116,10 @@ static void conn_closed(void *arg, int err)
 {
 	struct conn *c = arg;
 	struct target *t = c->t;
+	bool current = t && t->conn == c;
 	rclient_close(c->rc); /* frees the client after a transport failure */
 	free(c);
-	if (!t || t->conn != c)
+	if (!current)
 		return;
 	t->conn = NULL;
 	struct engine *e = t->e;
@@ -553,6 +554,31 @@ static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	qop_end(q, q->res);
 }
 
+/*
+ * A replica out of sync during a snapshot op misses it. Its head can still be made right by
+ * a full rebuild (hash compare: its bitmap does not describe what a revert changed), but its
+ * layer chain lacks the op. TODO: copy snapshot layers from a peer; until then such a
+ * replica serves the right head but fails (and is ejected) on a revert to a snapshot it
+ * lacks. A missed resize keeps it out for good (its size is wrong).
+ */
+static void snap_missed(struct target *t, uint16_t op)
+{
+	if (op == PROTO_SNAP_DELETE || op == PROTO_CLONE || t->diverged)
+		return;
+	if (op == PROTO_RESIZE) {
+		t->diverged = true;
+		if (t->state == T_REBUILDING)
+			eng_eject(t, -EXDEV, "missed a resize");
+		else
+			snprintf(t->error, sizeof(t->error), "missed a resize");
+		return;
+	}
+	t->need_full = true;
+	t->dirty_changed = true; /* drops its persisted bitmap at the next flush */
+	if (t->state == T_REBUILDING)
+		resync_start(t); /* again, comparing everything */
+}
+
 /* Sends q->op to every in-sync replica; the others can no longer follow the layer chain. */
 static void snap_run(struct qop *q)
 {
@@ -571,16 +597,7 @@ static void snap_run(struct qop *q)
 	for (uint32_t i = 0; i < e->ntargets; i++) {
 		struct target *t = e->t[i];
 		if (t->state != T_INSYNC) {
-			if (q->op != PROTO_SNAP_DELETE && q->op != PROTO_CLONE && !t->diverged) {
-				/* TODO: rebuild such a replica from a peer's layers; until
-				 * then it stays stale rather than serve a wrong chain. */
-				t->diverged = true;
-				if (t->state == T_REBUILDING)
-					eng_eject(t, -EXDEV, "missed a snapshot operation");
-				else
-					snprintf(t->error, sizeof(t->error),
-						 "missed a snapshot operation");
-			}
+			snap_missed(t, q->op);
 			continue;
 		}
 		struct tio *io = &q->tio[i];
@@ -1121,13 +1138,12 @@ static void open_decide(struct engine *e)
 	e->open_pending = 1;
 	for (uint32_t i = 0; i < e->ntargets; i++) {
 		struct target *t = e->t[i];
-		if (t->probed && t != ref && t->info.nsnapshots != ref->info.nsnapshots) {
-			/* TODO: rebuild the layer chain from a peer; until then keep it out. */
-			t->diverged = true;
+		if (t->probed && t->info.size != e->size) {
+			t->diverged = true; /* missed a resize */
 			t->state = T_STALE;
 			if (t->conn)
 				conn_close(t);
-			snprintf(t->error, sizeof(t->error), "snapshot chain differs");
+			snprintf(t->error, sizeof(t->error), "size differs");
 			continue;
 		}
 		if (!e->auth_clean) {
@@ -1140,7 +1156,11 @@ static void open_decide(struct engine *e)
 			}
 			continue;
 		}
-		if (!insync_auth[i]) {
+		if (!insync_auth[i] && t->probed && t->info.nsnapshots != ref->info.nsnapshots) {
+			/* Missed snapshot ops: see snap_missed(). */
+			t->need_full = true;
+			t->dirty_changed = true;
+		} else if (!insync_auth[i]) {
 			struct tio *io = calloc(1, sizeof(*io) + STORE_NAME_MAX);
 			if (!io) {
 				t->need_full = true;

@@ -789,6 +789,37 @@ static void test_local_behind(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* A replica down during a snapshot create comes back through a full (hash) rebuild of its
+ * head, since its bitmap cannot describe the snapshot. */
+static void test_snapshot_while_stale(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	uint8_t buf[65536];
+	assert_int_equal(open_engine(env, &e), 0);
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+	fill(buf, sizeof(buf));
+	memcpy(env->model + (5u << 20), buf, sizeof(buf));
+	assert_int_equal(eng_write(env, e, 5u << 20, sizeof(buf), buf, 0), 0);
+	struct done d = {0};
+	assert_int_equal(engine_snapshot_create(e, "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	fill(buf, sizeof(buf));
+	memcpy(env->model + (9u << 20), buf, sizeof(buf));
+	assert_int_equal(eng_write(env, e, 9u << 20, sizeof(buf), buf, 0), 0);
+	assert_int_equal(start_server(env, 2), 0);
+	wait_healthy(env, e);
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	int k = find_node(st, "n3");
+	assert_true(st[k].resync_full);
+	assert_int_equal(st[k].resync_copied, 2 * ENGINE_GRAIN);
+	verify_clean(env, e);
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 static void test_trim(void **state)
 {
 	struct env *env = *state;
@@ -1014,6 +1045,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unclean_rebuild, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bitmap_across_engines, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_while_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_timeout_eject, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
