@@ -484,6 +484,29 @@ static void test_force_attach(void **state)
 	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vf/detach", NULL, NULL), 200);
 }
 
+static void test_reattach_yields(void **state)
+{
+	struct cluster *c = *state;
+	/* Replica only on node2; node1 serves it remotely. */
+	assert_int_equal(req(c, 1, "POST", "/v1/replicas",
+			     "{\"volume\":\"vy\",\"size\":16777216,\"members\":[\"node2\"]}", NULL),
+			 201);
+	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vy/attach", NULL, NULL), 200);
+	stop_node(c, 0);
+	/* Failover while node1 is down. */
+	assert_int_equal(req(c, 1, "POST", "/v1/volumes/vy/attach", NULL, NULL), 200);
+	start_node(c, 0);
+	char file[256] = "\"vy\"";
+	for (int i = 0; i < 100 && strstr(file, "\"vy\""); i++) {
+		usleep(50 * 1000);
+		read_attachments_file(c, 0, file, sizeof(file));
+	}
+	assert_null(strstr(file, "\"vy\""));
+	assert_false(attached_on(c, 0, "vy"));
+	assert_true(attached_on(c, 1, "vy"));
+	assert_int_equal(req(c, 1, "POST", "/v1/volumes/vy/detach", NULL, NULL), 200);
+}
+
 static void test_peer_timeout(void **state)
 {
 	(void)state;
@@ -516,7 +539,8 @@ int main(void)
 	    cmocka_unit_test(test_health_node),	     cmocka_unit_test(test_replicas),
 	    cmocka_unit_test(test_bad_requests),     cmocka_unit_test(test_attach_detach),
 	    cmocka_unit_test(test_temporary_engine), cmocka_unit_test(test_reattach_after_restart),
-	    cmocka_unit_test(test_force_attach),     cmocka_unit_test(test_peer_timeout),
+	    cmocka_unit_test(test_force_attach),     cmocka_unit_test(test_reattach_yields),
+	    cmocka_unit_test(test_peer_timeout),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
