@@ -67,7 +67,9 @@ static int snap_ls(struct ctx *c, const char *vol)
 				    : json_is_false(json_object_get(s, "in_head_chain"))
 					? "off-chain"
 					: "ok";
-		const char *row[] = {jstr(s, "name"), jstr(s, "parent"), created, al, state};
+		const char *parent = jstr(s, "parent");
+		const char *row[] = {jstr(s, "name"), parent && *parent ? parent : NULL, created,
+				     al, state};
 		table_add(&t, row);
 	}
 	table_print(&t, stdout);
