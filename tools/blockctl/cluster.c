@@ -240,24 +240,10 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 	if (o_rep && (parse_uint(o_rep, CONFIG_MAX_NODES, &replicas) < 0 || replicas == 0))
 		usage_die("cluster up: bad --replicas '%s'", o_rep);
 
-	int r = mkdir_p(o_dir);
-	if (r < 0)
-		die("cluster up: %s: %s", o_dir, strerror(-r));
-	char dir[PATH_MAX];
-	if (!realpath(o_dir, dir))
-		die("cluster up: %s: %s", o_dir, strerror(errno));
 	char conf[PATH_MAX + 16];
-	snprintf(conf, sizeof(conf), "%s/cluster.conf", dir);
-	c->conf_path = conf;
-
-	if (access(conf, F_OK) == 0) {
-		ctx_config(c);
-		if (o_nodes && nodes != c->cfg.nnodes)
-			die("cluster up: %s has %u nodes, not %" PRIu64
-			    " (omit --nodes to reuse it, or use another --dir)",
-			    conf, c->cfg.nnodes, nodes);
-		printf("reusing %s\n", conf);
-	} else {
+	snprintf(conf, sizeof(conf), "%s/cluster.conf", o_dir);
+	bool exists = access(conf, F_OK) == 0;
+	if (!exists) {
 		if (!o_nodes)
 			usage_die("cluster up: --nodes N is required for a new cluster");
 		if (base + 10 * nodes + 3 > 65535)
@@ -270,6 +256,24 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 			usage_die("cluster up: --replicas %" PRIu64
 				  " is more than --nodes %" PRIu64,
 				  replicas, nodes);
+	}
+	int r = mkdir_p(o_dir);
+	if (r < 0)
+		die("cluster up: %s: %s", o_dir, strerror(-r));
+	char dir[PATH_MAX];
+	if (!realpath(o_dir, dir))
+		die("cluster up: %s: %s", o_dir, strerror(errno));
+	snprintf(conf, sizeof(conf), "%s/cluster.conf", dir);
+	c->conf_path = conf;
+
+	if (exists) {
+		ctx_config(c);
+		if (o_nodes && nodes != c->cfg.nnodes)
+			die("cluster up: %s has %u nodes, not %" PRIu64
+			    " (omit --nodes to reuse it, or use another --dir)",
+			    conf, c->cfg.nnodes, nodes);
+		printf("reusing %s\n", conf);
+	} else {
 		make_config(&c->cfg, dir, (unsigned)nodes, (unsigned)base, (unsigned)replicas);
 		r = config_save(conf, &c->cfg);
 		if (r < 0)
@@ -319,7 +323,9 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 					exit(1);
 				}
 			}
-			ok[i] = node_up(n);
+			/* The pid file is written once the node listens; requiring it keeps
+			 * another cluster's daemon on the same port from passing for this one. */
+			ok[i] = node_pid(n) != 0 && node_up(n);
 			pending += !ok[i];
 		}
 		if (!pending)
@@ -345,12 +351,12 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 			pids[i] = p;
 	}
 	print_nodes(cfg, pids);
-	printf("\ncluster of %u nodes is up in %s; to use it:\n"
+	printf("\ncluster of %u node%s is up in %s; to use it:\n"
 	       "  export BLOCKD_CONF=%s\n"
 	       "  blockctl volume create vol1 --size 1G\n"
 	       "  blockctl volume attach vol1\n"
 	       "stop it with 'blockctl cluster down'\n",
-	       cfg->nnodes, cfg->dir, conf);
+	       cfg->nnodes, cfg->nnodes == 1 ? "" : "s", cfg->dir, conf);
 	return 0;
 }
 
@@ -387,7 +393,10 @@ static int cluster_status(struct ctx *c, int argc, char **argv)
 		char addr[96], ps[16];
 		snprintf(addr, sizeof(addr), "%s:%u", n->host, n->http_port);
 		snprintf(ps, sizeof(ps), "%d", (int)pid);
-		const char *row[] = {n->name, addr, pid ? ps : NULL, up ? "up" : "down"};
+		/* Something answers but this cluster started nothing there: likely another
+		 * cluster on the same ports. */
+		const char *state = !up ? "down" : pid ? "up" : "up (no pid file: another daemon?)";
+		const char *row[] = {n->name, addr, pid ? ps : NULL, state};
 		table_add(&t, row);
 		json_array_append_new(arr, json_pack("{s:s,s:s,s:i,s:i,s:i,s:o,s:b,s:s}", "node",
 						     n->name, "host", n->host, "http_port",
