@@ -229,6 +229,14 @@ static void reconnect_hello(struct target *t, struct conn *c, int res, const uin
 		return;
 	}
 	if (t->info.epoch < e->epoch) {
+		/* Never opened by us: it was unreachable since our open. If it was in sync
+		 * then but the last engine did not close it cleanly (or it missed membership
+		 * changes), it may lack writes that no bitmap records. */
+		if (t->auth_insync && !t->need_full &&
+		    (!t->info.clean || t->info.members_gen != e->auth.members_gen)) {
+			t->need_full = true;
+			t->dirty_changed = true;
+		}
 		tio_prep(&c->open, t, PROTO_OPEN, reconnect_open_done, c);
 		tio_submit(&c->open);
 		return;
@@ -943,6 +951,8 @@ static void close_tio_done(struct tio *io, int res, const uint8_t *p, uint32_t l
 	struct qop *q = io->ctx;
 	if (res < 0 && q->res == 0)
 		q->res = res;
+	if (res == 0 && io->op == PROTO_CLOSE && io->t->state == T_INSYNC)
+		q->nok++;
 	if (--q->pending == 0)
 		close_step(q);
 }
@@ -1000,7 +1010,12 @@ static void close_step(struct qop *q)
 	default: {
 		engine_cb cb = q->cb;
 		void *arg = q->arg;
-		int res = e->fenced ? -ESTALE : q->res;
+		/* A replica that failed to close stays unclean, which the next open notices;
+		 * the close itself succeeded if a majority is closed cleanly. */
+		int res = e->fenced		    ? -ESTALE
+			  : q->nok >= eng_quorum(e) ? 0
+			  : q->res		    ? q->res
+						    : -EIO;
 		e->qops = q->next;
 		e->running = NULL;
 		free(q);
@@ -1123,6 +1138,7 @@ static void open_decide(struct engine *e)
 		for (uint32_t k = 0; k < auth->nmembers; k++)
 			if (strcmp(auth->members[k].node, t->node) == 0)
 				insync_auth[i] = auth->members[k].in_sync;
+		t->auth_insync = insync_auth[i];
 		bool ok = t->accepted && insync_auth[i] &&
 			  t->info.members_gen == auth->members_gen &&
 			  !(e->auth_clean && !t->info.clean);

@@ -81,10 +81,11 @@ struct target {
 	struct store *store; /* local target */
 	struct conn *conn;   /* remote target, NULL when down */
 	enum tstate state;
-	bool suspect;	/* in sync but not trusted for reads until its hash check ends */
-	bool need_full; /* its bitmap is not trustworthy: rebuild by hash */
-	bool diverged;	/* missed a snapshot op: never resynced automatically */
-	bool ahead;	/* its epoch is above ours: a newer engine owns it */
+	bool suspect;	  /* in sync but not trusted for reads until its hash check ends */
+	bool need_full;	  /* its bitmap is not trustworthy: rebuild by hash */
+	bool diverged;	  /* missed a snapshot op: never resynced automatically */
+	bool ahead;	  /* its epoch is above ours: a newer engine owns it */
+	bool auth_insync; /* in sync in the membership found at open */
 	struct bitmap dirty;
 	bool dirty_changed; /* since last persisted */
 	uint64_t epoch;

@@ -992,6 +992,44 @@ static void test_timeout_eject(void **state)
 	proxy_stop(&px);
 }
 
+/* A replica in sync by the membership but not closed cleanly by the last engine, and
+ * unreachable when the next one opens, is rebuilt by hash when it comes back. */
+static void test_unclean_late_return(void **state)
+{
+	struct env *env = *state;
+	struct proxy px;
+	proxy_start(&px, env->l, env->port[2]);
+	env->addrs[2].port = px.port;
+	struct engine *e;
+	uint8_t buf[65536];
+	assert_int_equal(open_engine(env, &e), 0);
+	fill(buf, sizeof(buf));
+	memcpy(env->model + (6u << 20), buf, sizeof(buf));
+	assert_int_equal(eng_write(env, e, 6u << 20, sizeof(buf), buf, 0), 0);
+	assert_int_equal(close_engine(env, e), 0);
+	/* As if its CLOSE had been lost along with its last writes. */
+	struct store *s3;
+	assert_int_equal(replica_server_store(env->srv[2], VOL, &s3), 0);
+	assert_int_equal(store_set_clean(s3, false), 0);
+	fill(buf, 4096);
+	store_poke(env, 2, (6u << 20) + 8192, buf, 4096);
+
+	proxy_freeze(&px, true); /* n3 does not answer the next open */
+	assert_int_equal(open_engine(env, &e), 0);
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	assert_int_equal(st[find_node(st, "n3")].state, ENGINE_STALE);
+	proxy_freeze(&px, false);
+	wait_healthy(env, e);
+	get_status(e, st);
+	int k = find_node(st, "n3");
+	assert_true(st[k].resync_full);
+	assert_int_equal(st[k].resync_copied, ENGINE_GRAIN);
+	verify_clean(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+	proxy_stop(&px);
+}
+
 static void test_clone(void **state)
 {
 	struct env *env = *state;
@@ -1045,10 +1083,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unclean_rebuild, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bitmap_across_engines, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
+
 	    cmocka_unit_test_setup_teardown(test_snapshot_while_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_timeout_eject, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unclean_late_return, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
