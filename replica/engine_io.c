@@ -833,11 +833,42 @@ static int b_flush(void *ctx, bdev_cb cb, void *arg)
 	return submit(ctx, EIO_FLUSH, 0, 0, NULL, NULL, 0, false, cb, arg);
 }
 
+/* A FUA trim: the replica protocol has no FUA on TRIM, so a flush follows it. */
+struct fua_trim {
+	struct engine *e;
+	bdev_cb cb;
+	void *arg;
+};
+
+static void fua_trim_flushed(void *arg, int res)
+{
+	struct fua_trim *f = arg;
+	f->cb(f->arg, res);
+	free(f);
+}
+
+static void fua_trim_done(void *arg, int res)
+{
+	struct fua_trim *f = arg;
+	if (res == 0)
+		res = submit(f->e, EIO_FLUSH, 0, 0, NULL, NULL, 0, false, fua_trim_flushed, f);
+	if (res != 0)
+		fua_trim_flushed(f, res);
+}
+
 static int b_trim(void *ctx, uint64_t off, uint64_t len, bool zero, uint32_t flags, bdev_cb cb,
 		  void *arg)
 {
-	(void)flags;
-	return submit(ctx, EIO_TRIM, off, len, NULL, NULL, 0, zero, cb, arg);
+	if (!(flags & BDEV_FUA))
+		return submit(ctx, EIO_TRIM, off, len, NULL, NULL, 0, zero, cb, arg);
+	struct fua_trim *f = malloc(sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	*f = (struct fua_trim){ctx, cb, arg};
+	int r = submit(ctx, EIO_TRIM, off, len, NULL, NULL, 0, zero, fua_trim_done, f);
+	if (r < 0)
+		free(f);
+	return r;
 }
 
 static uint64_t b_size(void *ctx)

@@ -834,7 +834,8 @@ static void test_trim(void **state)
 	for (int zero = 0; zero < 2; zero++) {
 		struct done d = {0};
 		uint64_t off = zero ? (3u << 20) : (1u << 20) + 4096;
-		assert_int_equal(b.ops->trim(b.ctx, off, 1u << 20, zero, 0, done_cb, &d), 0);
+		assert_int_equal(
+		    b.ops->trim(b.ctx, off, 1u << 20, zero, zero ? BDEV_FUA : 0, done_cb, &d), 0);
 		assert_int_equal(wait_done(env, &d, 5000), 0);
 		memset(env->model + off, 0, 1u << 20);
 	}
