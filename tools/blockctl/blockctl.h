@@ -96,9 +96,10 @@ int vol_call_status(struct ctx *c, const char *what, const char *vol, const char
 		    const char *sub, json_t *body, int timeout_ms, json_t **out);
 
 /* Attaches vol on node_name (NULL: the first up member); dies on failure, including when
- * it is attached elsewhere. Returns the reply ({"nbd",...}); *on is the node. */
+ * it is attached elsewhere unless force (then the node takes it over, fencing the other).
+ * Returns the reply ({"nbd",...}); *on is the node. */
 json_t *volume_attach(struct ctx *c, const char *what, const char *vol, const char *node_name,
-		      const struct config_node **on);
+		      bool force, const struct config_node **on);
 /* Detaches vol from n, or dies. */
 void volume_detach_on(const char *what, const char *vol, const struct config_node *n);
 

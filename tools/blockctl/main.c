@@ -24,7 +24,8 @@ static const struct group {
      "  blockctl volume info NAME [--json]\n"
      "  blockctl volume rm NAME\n"
      "  blockctl volume resize NAME --size SIZE\n"
-     "  blockctl volume attach NAME [--node NODE]      prints the nbd:// URL\n"
+     "  blockctl volume attach NAME [--node NODE] [--force]\n"
+     "      prints the nbd:// URL; --force takes it over from the node it is attached on\n"
      "  blockctl volume detach NAME\n"
      "  blockctl volume import NAME FILE               copy FILE into the volume\n"
      "  blockctl volume export NAME FILE               copy the volume into FILE (sparse)\n"},

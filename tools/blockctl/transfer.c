@@ -58,7 +58,7 @@ static int xfer_open(struct ctx *c, struct xfer *x)
 		snprintf(url, sizeof(url), "%s", vi.nbd);
 	} else {
 		const struct config_node *n;
-		json_t *reply = volume_attach(c, x->what, x->vol, NULL, &n);
+		json_t *reply = volume_attach(c, x->what, x->vol, NULL, false, &n);
 		snprintf(url, sizeof(url), "%s", jstr(reply, "nbd"));
 		json_decref(reply);
 		x->attached_by_us = n;

@@ -138,7 +138,6 @@ void usage_die(const char *fmt, ...)
 	va_start(ap, fmt);
 	vmsg(fmt, ap);
 	va_end(ap);
-	fputs("Try 'blockctl --help'.\n", stderr);
 	exit(EXIT_USAGE);
 }
 

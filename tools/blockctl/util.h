@@ -23,7 +23,7 @@ int parse_uint(const char *s, uint64_t max, uint64_t *out);
 
 /* Prints "blockctl: <fmt...>" to stderr and exits 1. */
 __attribute__((noreturn, format(printf, 1, 2))) void die(const char *fmt, ...);
-/* Prints "blockctl: <fmt...>" and a hint to run --help, exits 2. */
+/* Prints "blockctl: <fmt...>" (one line, like die) and exits 2. */
 __attribute__((noreturn, format(printf, 1, 2))) void usage_die(const char *fmt, ...);
 __attribute__((format(printf, 1, 2))) void warnx_(const char *fmt, ...);
 

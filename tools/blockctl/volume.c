@@ -150,10 +150,11 @@ static json_t *vol_json(const struct view *v, const struct volinfo *vi)
 		json_array_append_new(members, json_pack("{s:s,s:b,s:b}", "node", vi->members[i],
 							 "in_sync", vi->member_in_sync[i], "up",
 							 node_is_up(v, vi->members[i])));
-	return json_pack("{s:s,s:I,s:i,s:o,s:o,s:o,s:I,s:I}", "volume", vi->name, "size",
-			 (json_int_t)vi->size, "replicas", (int)vi->nmembers, "members", members,
-			 "attached", vi->attached ? json_string(vi->attached->name) : json_null(),
-			 "nbd", vi->nbd ? json_string(vi->nbd) : json_null(), "allocated",
+	return json_pack("{s:s,s:s,s:I,s:i,s:o,s:o,s:o,s:I,s:I}", "name", vi->name, "volume",
+			 vi->name, "size", (json_int_t)vi->size, "replicas", (int)vi->nmembers,
+			 "members", members, "attached",
+			 vi->attached ? json_string(vi->attached->name) : json_null(), "nbd",
+			 vi->nbd ? json_string(vi->nbd) : json_null(), "allocated",
 			 (json_int_t)vi->allocated, "epoch", (json_int_t)vi->epoch);
 }
 
@@ -336,7 +337,7 @@ static int vol_resize(struct ctx *c, int argc, char **argv)
 }
 
 json_t *volume_attach(struct ctx *c, const char *what, const char *vol, const char *node_name,
-		      const struct config_node **on)
+		      bool force, const struct config_node **on)
 {
 	ctx_config(c);
 	struct view v;
@@ -356,9 +357,9 @@ json_t *volume_attach(struct ctx *c, const char *what, const char *vol, const ch
 		if (!n)
 			die("%s: %s: none of its member nodes is up", what, vol);
 	}
-	if (vi.attached && vi.attached != n)
-		die("%s: %s: already attached on %s (detach it first)", what, vol,
-		    vi.attached->name);
+	if (vi.attached && vi.attached != n && !force)
+		die("%s: %s: already attached on %s (detach it first, or --force to take it over)",
+		    what, vol, vi.attached->name);
 	if (vi.attached == n && vi.nbd) {
 		json_t *reply = json_pack("{s:s,s:s,s:I}", "volume", vol, "nbd", vi.nbd, "epoch",
 					  (json_int_t)vi.epoch);
@@ -367,7 +368,7 @@ json_t *volume_attach(struct ctx *c, const char *what, const char *vol, const ch
 		return reply;
 	}
 	char path[256];
-	snprintf(path, sizeof(path), "/v1/volumes/%s/attach", vol);
+	snprintf(path, sizeof(path), "/v1/volumes/%s/attach%s", vol, force ? "?force=1" : "");
 	int status = 0;
 	json_t *reply = NULL;
 	int r = node_req(n, "POST", path, NULL, T_LONG_MS, &status, &reply);
@@ -403,13 +404,13 @@ void volume_detach_on(const char *what, const char *vol, const struct config_nod
 static int vol_attach(struct ctx *c, int argc, char **argv)
 {
 	const char *what = "volume attach";
-	const char *o_node = NULL;
-	const struct optspec specs[] = {{"node", true, &o_node}, {0}};
+	const char *o_node = NULL, *o_force = NULL;
+	const struct optspec specs[] = {{"node", true, &o_node}, {"force", false, &o_force}, {0}};
 	char *pos[1];
 	parse_args(what, argc, argv, specs, pos, 1);
 	check_name(what, pos[0]);
 	const struct config_node *n;
-	json_t *reply = volume_attach(c, what, pos[0], o_node, &n);
+	json_t *reply = volume_attach(c, what, pos[0], o_node, o_force != NULL, &n);
 	if (c->json) {
 		json_object_set_new(reply, "node", json_string(n->name));
 		print_json(reply);
