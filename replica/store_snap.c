@@ -186,6 +186,7 @@ static int make_private(struct store *s, struct layer *C)
 		goto fail;
 	}
 	store_dirfsync(s);
+	s->sync_gen++; /* a flush in flight must not write its older page images now */
 	/* Reads already prepared on the old fds must reach the kernel before we close them. */
 	loop_submit(s->loop);
 	close(C->data_fd);
