@@ -84,17 +84,23 @@ int smap_set_range(struct smap *m, uint64_t b, uint64_t n)
 			if (!m->pages[p])
 				return -ENOMEM;
 		}
-		uint8_t *pg = m->pages[p];
+		uint8_t *pg = m->pages[p], changed = 0;
 		uint32_t j = i, end = i + (uint32_t)cnt;
-		while (j < end && (j & 7))
-			pg[j >> 3] |= 1u << (j & 7), j++;
-		if (end - j >= 8) {
-			memset(pg + (j >> 3), 0xff, (end - j) >> 3);
-			j += (end - j) & ~7u;
+		for (; j < end && (j & 7); j++) {
+			changed |= (uint8_t)~pg[j >> 3] & (1u << (j & 7));
+			pg[j >> 3] |= 1u << (j & 7);
 		}
-		while (j < end)
-			pg[j >> 3] |= 1u << (j & 7), j++;
-		m->gen[p]++;
+		for (; end - j >= 8; j += 8) {
+			changed |= (uint8_t)~pg[j >> 3];
+			pg[j >> 3] = 0xff;
+		}
+		for (; j < end; j++) {
+			changed |= (uint8_t)~pg[j >> 3] & (1u << (j & 7));
+			pg[j >> 3] |= 1u << (j & 7);
+		}
+		/* Rewrites of allocated blocks leave the page clean: no map write at flush. */
+		if (changed)
+			m->gen[p]++;
 		b += cnt;
 		n -= cnt;
 	}
