@@ -99,6 +99,8 @@ int main(int argc, char **argv)
 		const struct group *g = &groups[i];
 		if (strcmp(g->name, argv[0]) != 0)
 			continue;
+		if (n > 1 && strcmp(argv[1], "help") == 0)
+			help = true;
 		if (help || n == 1) {
 			usage(help ? stdout : stderr, g);
 			return help ? 0 : EXIT_USAGE;

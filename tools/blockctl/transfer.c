@@ -160,6 +160,9 @@ static int file_size(int fd, uint64_t *out)
 		return -errno;
 	if (S_ISBLK(st.st_mode))
 		return ioctl(fd, BLKGETSIZE64, out) < 0 ? -errno : 0;
+	/* A pipe has no size to check against the volume's, and no offsets to pread. */
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
 	*out = (uint64_t)st.st_size;
 	return 0;
 }
@@ -285,6 +288,8 @@ int cmd_volume_import(struct ctx *c, int argc, char **argv)
 		die("volume import: %s: %s", pos[1], strerror(errno));
 	uint64_t fsize;
 	int r = file_size(fd, &fsize);
+	if (r == -EINVAL)
+		die("volume import: %s: not a regular file or block device", pos[1]);
 	if (r < 0)
 		die("volume import: %s: %s", pos[1], strerror(-r));
 	/* Check the size before attaching anything. */
