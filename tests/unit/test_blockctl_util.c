@@ -260,9 +260,11 @@ static void *srv_main(void *arg)
 			break;
 	}
 	if (s->reply) {
-		/* Dribble the reply in small pieces so the parser sees split lines. */
-		for (size_t off = 0; off < s->reply_len; off += 7) {
-			size_t k = s->reply_len - off < 7 ? s->reply_len - off : 7;
+		/* Dribble small replies in pieces so the parser sees split lines; large ones
+		 * go in big writes that still span many of the client's buffer fills. */
+		size_t step = s->reply_len > 4096 ? 65536 : 7;
+		for (size_t off = 0; off < s->reply_len; off += step) {
+			size_t k = s->reply_len - off < step ? s->reply_len - off : step;
 			if (write(fd, s->reply + off, k) < 0)
 				break;
 			usleep(200);
@@ -362,6 +364,55 @@ static void test_http_until_close(void **state)
 	http_resp_free(&r);
 }
 
+/* Bodies larger than the client's 16 KiB read buffer, both framings. */
+static void test_http_large_body(void **state)
+{
+	(void)state;
+	enum { N = 300000 };
+	char *body = malloc(N + 1);
+	assert_non_null(body);
+	for (size_t i = 0; i < N; i++)
+		body[i] = (char)('a' + i % 26);
+	body[N] = 0;
+	char *reply = NULL;
+	assert_true(asprintf(&reply, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", N, body) >
+		    0);
+	struct srv s;
+	srv_start(&s, reply);
+	struct http_resp r;
+	assert_int_equal(http_request("127.0.0.1", s.port, "GET", "/", NULL, 5000, &r), 0);
+	srv_stop(&s);
+	assert_int_equal(r.len, N);
+	assert_memory_equal(r.body, body, N);
+	http_resp_free(&r);
+	free(reply);
+
+	/* Chunked in 7 chunks of uneven size, sizes in upper- and lower-case hex. */
+	size_t cap = N + 1024, off = 0;
+	reply = malloc(cap);
+	assert_non_null(reply);
+	off +=
+	    (size_t)snprintf(reply, cap, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+	for (size_t pos = 0, k = 0; pos < N; k++) {
+		size_t len = k == 6 ? N - pos : 1000 + k * 17000;
+		off += (size_t)snprintf(reply + off, cap - off, k % 2 ? "%zX\r\n" : "%zx\r\n", len);
+		memcpy(reply + off, body + pos, len);
+		off += len;
+		off += (size_t)snprintf(reply + off, cap - off, "\r\n");
+		pos += len;
+	}
+	snprintf(reply + off, cap - off, "0\r\n\r\n");
+	srv_start(&s, reply);
+	assert_int_equal(http_request("127.0.0.1", s.port, "GET", "/", NULL, 5000, &r), 0);
+	srv_stop(&s);
+	assert_int_equal(r.len, N);
+	assert_memory_equal(r.body, body, N);
+	assert_int_equal(r.body[N], 0);
+	http_resp_free(&r);
+	free(reply);
+	free(body);
+}
+
 static void test_http_malformed(void **state)
 {
 	(void)state;
@@ -429,6 +480,7 @@ int main(void)
 	    cmocka_unit_test(test_http_content_length),
 	    cmocka_unit_test(test_http_chunked),
 	    cmocka_unit_test(test_http_until_close),
+	    cmocka_unit_test(test_http_large_body),
 	    cmocka_unit_test(test_http_malformed),
 	    cmocka_unit_test(test_http_timeout_refused),
 	};
