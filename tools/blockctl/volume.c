@@ -433,8 +433,14 @@ static int vol_detach(struct ctx *c, int argc, char **argv)
 	struct volinfo vi;
 	if (view_volume(&v, pos[0], &vi) < 0)
 		die("%s: %s: no such volume (on any node that is up)", what, pos[0]);
-	if (!vi.attached)
+	if (!vi.attached) {
+		/* Attached on a node that is down looks the same as not attached. */
+		for (unsigned i = 0; i < vi.nmembers; i++)
+			if (!node_is_up(&v, vi.members[i]))
+				die("%s: %s: not attached on any node that is up (%s is down)",
+				    what, pos[0], vi.members[i]);
 		die("%s: %s: not attached", what, pos[0]);
+	}
 	volume_detach_on(what, pos[0], vi.attached);
 	printf("detached %s from %s\n", pos[0], vi.attached->name);
 	view_free(&v);

@@ -332,19 +332,21 @@ int http_request(const char *host, uint16_t port, const char *method, const char
 	if (r < 0)
 		goto out;
 	size_t blen = body ? strlen(body) : 0;
+	char hostport[300];
+	snprintf(hostport, sizeof(hostport), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
 	int n;
 	if (body)
 		n = asprintf(&hdr,
-			     "%s %s HTTP/1.1\r\nHost: %s:%u\r\nUser-Agent: blockctl\r\n"
+			     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: blockctl\r\n"
 			     "Accept: application/json\r\nConnection: close\r\n"
 			     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-			     method, path, host, port, blen);
+			     method, path, hostport, blen);
 	else
 		n = asprintf(
 		    &hdr,
-		    "%s %s HTTP/1.1\r\nHost: %s:%u\r\nUser-Agent: blockctl\r\n"
+		    "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: blockctl\r\n"
 		    "Accept: application/json\r\nConnection: close\r\n%s\r\n",
-		    method, path, host, port,
+		    method, path, hostport,
 		    strcmp(method, "GET") && strcmp(method, "HEAD") ? "Content-Length: 0\r\n" : "");
 	if (n < 0) {
 		hdr = NULL;
