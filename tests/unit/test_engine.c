@@ -294,6 +294,7 @@ static void load_done(void *arg, int res)
 	} else {
 		ld->failed++;
 		ld->last_err = res;
+		return; /* this slot stops: an immediate retry would spin */
 	}
 	if (!ld->stop)
 		load_submit(s);
@@ -558,6 +559,23 @@ static void test_fencing(void **state)
 	assert_int_equal(eng_write(env, e2, 0, sizeof(buf), buf, 0), 0);
 	assert_int_equal(eng_read(env, e2, 0, sizeof(rb), rb), 0);
 	assert_memory_equal(rb, buf, sizeof(buf));
+	close_engine(env, e1);
+	assert_int_equal(close_engine(env, e2), 0);
+
+	/* Under load: once the new engine is open, the old one completes nothing new. */
+	assert_int_equal(open_engine(env, &e1), 0);
+	struct loader ld = {.env = env, .e = e1, .region_off = 0, .region_len = VSIZE, .depth = 8};
+	load_start(&ld);
+	run_for(env, 100);
+	assert_true(ld.ok > 0);
+	assert_int_equal(open_engine(env, &e2), 0);
+	uint64_t ok_at_open = ld.ok;
+	run_for(env, 200);
+	load_stop(&ld);
+	assert_true(ld.ok - ok_at_open <= 8);
+	assert_true(ld.failed > 0);
+	assert_int_equal(ld.last_err, -ESTALE);
+	assert_int_equal(eng_write(env, e2, 0, sizeof(buf), buf, 0), 0);
 	close_engine(env, e1);
 	assert_int_equal(close_engine(env, e2), 0);
 }
