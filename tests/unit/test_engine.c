@@ -469,6 +469,22 @@ static void test_eject_resync(void **state)
 	assert_true(ndirty > 0);
 	assert_true(ndirty <= 8);
 	assert_int_equal(eng_flush(env, e), 0);
+	/* The flush persisted n3's bitmap on the in-sync replicas. */
+	for (int i = 0; i < 2; i++) {
+		struct store *s;
+		uint32_t grain;
+		uint8_t *bits;
+		size_t nb;
+		assert_int_equal(replica_server_store(env->srv[i], VOL, &s), 0);
+		assert_int_equal(store_get_dirty(s, "n3", &grain, &bits, &nb), 0);
+		assert_int_equal(grain, ENGINE_GRAIN);
+		struct bitmap bm;
+		bitmap_init(&bm);
+		assert_int_equal(bitmap_from_bytes(&bm, bits, nb), 0);
+		assert_int_equal(bitmap_count(&bm), ndirty);
+		bitmap_free(&bm);
+		free(bits);
+	}
 
 	/* Back on the same port and dir: reconnect and resync while load goes on. */
 	assert_int_equal(start_server(env, 2), 0);
@@ -492,6 +508,16 @@ static void test_eject_resync(void **state)
 	assert_false(st[k].resync_full);
 	assert_true(st[k].resync_copied > 0);
 	assert_true(st[k].resync_copied <= VSIZE / 4);
+	/* In sync again: its bitmap is gone everywhere. */
+	assert_int_equal(eng_flush(env, e), 0);
+	for (int i = 0; i < 2; i++) {
+		struct store *s;
+		uint32_t grain;
+		uint8_t *bits = NULL;
+		size_t nb;
+		assert_int_equal(replica_server_store(env->srv[i], VOL, &s), 0);
+		assert_int_equal(store_get_dirty(s, "n3", &grain, &bits, &nb), -ENOENT);
+	}
 
 	assert_int_equal(eng_flush(env, e), 0);
 	char *json = NULL;
