@@ -753,6 +753,68 @@ static void test_hostile_handshake(void **state)
 	nbd_client_free(good);
 }
 
+/*
+ * A negotiating client that sends options without reading the replies: the server stops
+ * reading it once its unsent replies pass a bound, instead of queueing without limit, and
+ * answers everything once the client reads again.
+ */
+static void test_handshake_backlog(void **state)
+{
+	struct env *e = *state;
+	struct nbd_client *good = client(e);
+	int fd = raw_connect(e);
+	raw_flags(fd, NBD_FLAG_C_FIXED_NEWSTYLE);
+	enum { BATCH = 4096 };
+	uint8_t *opts = malloc(BATCH * 16);
+	assert_non_null(opts);
+	for (int i = 0; i < BATCH; i++) {
+		nbd_put64(opts + 16 * i, NBD_IHAVEOPT);
+		nbd_put32(opts + 16 * i + 8, NBD_OPT_LIST);
+		nbd_put32(opts + 16 * i + 12, 0);
+	}
+	size_t sent = 0;
+	const size_t limit = 64u << 20;
+	while (sent < limit) {
+		ssize_t n = send(fd, opts + sent % (BATCH * 16), BATCH * 16 - sent % (BATCH * 16),
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < 0 && errno == EAGAIN) {
+			usleep(200000);
+			n = send(fd, opts + sent % (BATCH * 16), BATCH * 16 - sent % (BATCH * 16),
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (n < 0 && errno == EAGAIN)
+				break;
+		}
+		assert_true(n > 0);
+		sent += (size_t)n;
+	}
+	/* Without the bound the server would have taken all 64 MiB (3 GiB of replies). */
+	assert_true(sent < limit);
+	ping(good, 21);
+	/* Read every reply to the complete options, then finish the torn one (sending it
+	 * earlier could block: both directions are full). */
+	size_t tail = (16 - sent % 16) % 16;
+	size_t nopts = sent / 16, acks = 0;
+	uint8_t buf[4096];
+	uint32_t len;
+	while (acks < nopts) {
+		uint32_t t = raw_opt_reply(fd, NBD_OPT_LIST, buf, &len);
+		if (t == NBD_REP_ACK)
+			acks++;
+		else
+			assert_int_equal(t, NBD_REP_SERVER);
+	}
+	if (tail) {
+		raw_send(fd, opts + sent % 16, tail);
+		assert_int_equal(raw_opt_reply(fd, NBD_OPT_LIST, buf, &len), NBD_REP_SERVER);
+		assert_int_equal(raw_opt_reply(fd, NBD_OPT_LIST, buf, &len), NBD_REP_ACK);
+	}
+	free(opts);
+	raw_option(fd, NBD_OPT_ABORT, NULL, 0);
+	assert_int_equal(raw_opt_reply(fd, NBD_OPT_ABORT, buf, &len), NBD_REP_ACK);
+	expect_closed(fd);
+	nbd_client_free(good);
+}
+
 static void test_hostile_transmission(void **state)
 {
 	struct env *e = *state;
@@ -1042,11 +1104,17 @@ static void test_interop(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip),		cmocka_unit_test(test_pipelined),
-	    cmocka_unit_test(test_trim_zero_flush_fua), cmocka_unit_test(test_client_errors),
-	    cmocka_unit_test(test_hostile_handshake),	cmocka_unit_test(test_hostile_transmission),
-	    cmocka_unit_test(test_disconnect_inflight), cmocka_unit_test(test_inflight_cap),
-	    cmocka_unit_test(test_drop_export),		cmocka_unit_test(test_interop),
+	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_pipelined),
+	    cmocka_unit_test(test_trim_zero_flush_fua),
+	    cmocka_unit_test(test_client_errors),
+	    cmocka_unit_test(test_hostile_handshake),
+	    cmocka_unit_test(test_handshake_backlog),
+	    cmocka_unit_test(test_hostile_transmission),
+	    cmocka_unit_test(test_disconnect_inflight),
+	    cmocka_unit_test(test_inflight_cap),
+	    cmocka_unit_test(test_drop_export),
+	    cmocka_unit_test(test_interop),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
