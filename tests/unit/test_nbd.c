@@ -500,6 +500,9 @@ static void test_client_errors(void **state)
 	assert_int_equal(nbd_client_pwrite(c, buf, 4096, UINT64_MAX - 100, 0), -EINVAL);
 	assert_int_equal(nbd_client_trim(c, DEV_SIZE, 4096), -EINVAL);
 	assert_int_equal(nbd_client_zero(c, 0, 0, 0), -EINVAL);
+	/* Over the advertised maximum block size: refused before it reaches the wire. */
+	assert_int_equal(nbd_client_pread(c, buf, NBD_MAX_PAYLOAD + 1, 0), -EINVAL);
+	assert_non_null(strstr(nbd_client_error(c), "maximum"));
 	ping(c, 7);
 
 	struct nbd_client *m;

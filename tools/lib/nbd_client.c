@@ -21,6 +21,7 @@ struct nbd_client {
 	int fd;
 	uint64_t size;
 	uint16_t tflags;
+	uint32_t max_block; /* largest READ/WRITE the server accepts */
 	bool no_zeroes;
 	bool broken;
 	uint32_t timeout_ms;
@@ -296,6 +297,11 @@ static int do_go(struct nbd_client *c, const char *export)
 			break;
 		}
 		if (type == NBD_REP_INFO) {
+			if (len >= 14 && nbd_get16(buf) == NBD_INFO_BLOCK_SIZE) {
+				uint32_t max = nbd_get32(buf + 10);
+				if (max >= 512 && max < c->max_block)
+					c->max_block = max;
+			}
 			if (len >= 12 && nbd_get16(buf) == NBD_INFO_EXPORT) {
 				c->size = nbd_get64(buf + 2);
 				c->tflags = nbd_get16(buf + 10);
@@ -345,6 +351,7 @@ int nbd_client_connect(struct nbd_client *c, const char *host, uint16_t port, co
 		return fail(c, -EISCONN, "already connected");
 	c->broken = false;
 	c->err[0] = 0;
+	c->max_block = NBD_MAX_PAYLOAD;
 	if (strlen(export) > 4096)
 		return fail(c, -ENAMETOOLONG, "export name too long");
 	int r = tcp_connect(c, host, port);
@@ -418,6 +425,9 @@ int nbd_client_submit(struct nbd_client *c, struct nbd_client_req *r)
 		return fail(c, -ENOTCONN, "not connected");
 	if ((unsigned)r->op > NBD_CLIENT_ZERO)
 		return fail(c, -EINVAL, "bad request op");
+	if ((r->op == NBD_CLIENT_READ || r->op == NBD_CLIENT_WRITE) && r->len > c->max_block)
+		return fail(c, -EINVAL, "request of %u bytes over the server's maximum %u", r->len,
+			    c->max_block);
 	uint16_t flags = (r->flags & NBD_CLIENT_FUA) ? NBD_CMD_FLAG_FUA : 0;
 	r->handle = c->next_handle++;
 	r->result = 0;
