@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -1104,6 +1105,54 @@ static void test_interop(void **state)
 	assert_int_equal(q.lookups, q.releases);
 }
 
+/* tests/tools/nbd_load against this server: a clean run verifies, a corrupted block does not. */
+static void test_nbd_load(void **state)
+{
+	struct env *e = *state;
+	char exe[4096], tool[4200], st[128], out[16384];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	assert_true(n > 0);
+	exe[n] = 0;
+	*strrchr(exe, '/') = 0;
+	snprintf(tool, sizeof(tool), "%s/nbd_load", exe);
+	if (access(tool, X_OK) != 0) {
+		printf("NOTE: %s not built, skipping\n", tool);
+		return;
+	}
+	snprintf(st, sizeof(st), "%s/load.state", e->dir);
+	assert_int_equal(run(out, sizeof(out),
+			     "%s --url nbd://127.0.0.1:%u/exp --seconds 1 --region 4M --qd 16 "
+			     "--seed 3 --state %s 2>&1",
+			     tool, e->port, st),
+			 0);
+	assert_non_null(strstr(out, "errors=0"));
+	assert_non_null(strstr(out, "mismatches=0"));
+	assert_null(strstr(out, "verified=0 "));
+	assert_int_equal(run(out, sizeof(out),
+			     "%s --url nbd://127.0.0.1:%u/exp --verify-only --state %s 2>&1", tool,
+			     e->port, st),
+			 0);
+	/* Corrupt the first block the load wrote (its generation is in the state file). */
+	FILE *f = fopen(st, "rb");
+	assert_non_null(f);
+	uint8_t h[32], g[4];
+	assert_int_equal(fread(h, 1, 32, f), 32);
+	uint64_t b = 0;
+	while (fread(g, 1, 4, f) == 4 && !(g[0] | g[1] | g[2] | g[3]))
+		b++;
+	fclose(f);
+	assert_true(b < 1024);
+	assert_int_equal(pwrite(e->fd, "XX", 2, (off_t)(b * 4096 + 100)), 2);
+	int stc =
+	    run(out, sizeof(out), "%s --url nbd://127.0.0.1:%u/exp --verify-only --state %s 2>&1",
+		tool, e->port, st);
+	assert_true(WIFEXITED(stc) && WEXITSTATUS(stc) == 2);
+	assert_non_null(strstr(out, "mismatches=1"));
+	assert_non_null(strstr(out, "MISMATCH"));
+	unlink(st);
+	wait_clients(e, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1118,6 +1167,7 @@ int main(void)
 	    cmocka_unit_test(test_inflight_cap),
 	    cmocka_unit_test(test_drop_export),
 	    cmocka_unit_test(test_interop),
+	    cmocka_unit_test(test_nbd_load),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
