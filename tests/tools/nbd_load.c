@@ -205,13 +205,16 @@ static void check_block(struct load *L, uint64_t b, const uint8_t *got, uint8_t 
 		return;
 	}
 	if (L->mismatches++ < MAX_SHOWN) {
+		unsigned first = 0;
+		while (got[first] == want[first])
+			first++;
 		bool magic = get64le(got) == BLOCK_MAGIC;
 		fprintf(stderr,
 			"nbd_load: MISMATCH block %" PRIu64 " (offset %" PRIu64
 			"): want gen %u seed %" PRIu64 "; found %s block %" PRIu64 " gen %" PRIu64
-			" seed %" PRIu64 "\n",
+			" seed %" PRIu64 "; first bad byte %u\n",
 			b, b * BLOCK, L->gen[b], L->seed, magic ? "header" : "NO HEADER, raw",
-			get64le(got + 8), get64le(got + 16), get64le(got + 24));
+			get64le(got + 8), get64le(got + 16), get64le(got + 24), first);
 	}
 }
 
