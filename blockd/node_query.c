@@ -425,6 +425,10 @@ int node_volume(struct node *n, const char *vol, json_t **out, struct node_err *
 			    find_volume(att[i].reply, vol)) {
 				json_decref(attached);
 				attached = json_string(names[i]);
+				const char *url = json_string_value(
+				    json_object_get(find_volume(att[i].reply, vol), "nbd"));
+				if (url)
+					snprintf(v.nbd, sizeof(v.nbd), "%s", url);
 			}
 			replies[i] =
 			    reps && !reps[i].err && reps[i].status == 200 ? reps[i].reply : NULL;
@@ -446,8 +450,9 @@ int node_volume(struct node *n, const char *vol, json_t **out, struct node_err *
 	if (v.here) {
 		json_object_set_new(o, "size", json_integer((json_int_t)v.size));
 		json_object_set_new(o, "epoch", json_integer((json_int_t)v.epoch));
-		json_object_set_new(o, "nbd", json_string(v.nbd));
 	}
+	if (v.nbd[0])
+		json_object_set_new(o, "nbd", json_string(v.nbd));
 	json_object_set_new(o, "attached", attached);
 	json_object_set(o, "members", json_object_get(rep, "members"));
 	json_object_set(o, "members_gen", json_object_get(rep, "members_gen"));

@@ -327,6 +327,7 @@ static void test_attach_detach(void **state)
 
 	assert_int_equal(req(c, 1, "GET", "/v1/volumes/va", NULL, &j), 200);
 	assert_string_equal(jstr(j, "attached"), "node1");
+	assert_string_equal(jstr(j, "nbd"), url);
 	assert_int_equal(jint(j, "size"), VOLSIZE);
 	assert_int_equal(json_array_size(json_object_get(j, "members")), 2);
 	json_decref(j);
