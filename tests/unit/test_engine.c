@@ -864,6 +864,45 @@ static void test_snapshot_while_stale(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+struct readop {
+	struct done d;
+	uint8_t buf[1 << 20];
+};
+
+/* Reads in flight on a replica that dies are retried on another in-sync replica. */
+static void test_read_failover(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine_at(env, &e, false), 0);
+	uint8_t *buf = malloc(16u << 20);
+	assert_non_null(buf);
+	fill(buf, 16u << 20);
+	memcpy(env->model, buf, 16u << 20);
+	assert_int_equal(eng_write(env, e, 0, 16u << 20, buf, 0), 0);
+	free(buf);
+	enum { N = 16 };
+	struct readop *ops = calloc(N, sizeof(*ops));
+	assert_non_null(ops);
+	struct bdev b = engine_bdev(e);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(
+		    b.ops->read(b.ctx, (uint64_t)i << 20, 1u << 20, ops[i].buf, done_cb, &ops[i].d),
+		    0);
+	/* Reads go to the first in-sync replica: n1. */
+	replica_server_free(env->srv[0]);
+	env->srv[0] = NULL;
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(wait_done(env, &ops[i].d, 5000), 0);
+		assert_memory_equal(ops[i].buf, env->model + ((uint64_t)i << 20), 1u << 20);
+	}
+	free(ops);
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	assert_int_equal(st[find_node(st, "n1")].state, ENGINE_STALE);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 static void test_trim(void **state)
 {
 	struct env *env = *state;
@@ -1128,6 +1167,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unclean_rebuild, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bitmap_across_engines, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_failover, setup, teardown),
 
 	    cmocka_unit_test_setup_teardown(test_snapshot_while_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_behind, setup, teardown),
