@@ -190,7 +190,8 @@ static void target_returned(struct target *t)
 	eng_kick(e);
 }
 
-static void reconnect_open_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+/* Last step of a reconnection: a replica that missed a resize grows first. */
+static void reconnect_ready(struct tio *io, int res, const uint8_t *p, uint32_t len)
 {
 	(void)p;
 	(void)len;
@@ -199,8 +200,15 @@ static void reconnect_open_done(struct tio *io, int res, const uint8_t *p, uint3
 	if (!t || t->e->dying)
 		return;
 	if (res < 0) {
-		snprintf(t->error, sizeof(t->error), "reopen: %s", errstr(res));
+		snprintf(t->error, sizeof(t->error), "%s: %s",
+			 io->op == PROTO_RESIZE ? "resize" : "reopen", errstr(res));
 		conn_close(t);
+		return;
+	}
+	if (io->op != PROTO_RESIZE && t->info.size < t->e->size) {
+		tio_prep(&c->open, t, PROTO_RESIZE, reconnect_ready, c);
+		c->open.arg = t->e->size;
+		tio_submit(&c->open);
 		return;
 	}
 	c->ready = true;
@@ -213,7 +221,7 @@ static void reconnect_hello(struct target *t, struct conn *c, int res, const uin
 	struct engine *e = t->e;
 	if (res == 0)
 		res = parse_info(p, len, &t->info);
-	if (res == 0 && t->info.size != e->size)
+	if (res == 0 && t->info.size > e->size)
 		res = -EMEDIUMTYPE;
 	if (res < 0) {
 		snprintf(t->error, sizeof(t->error), "reconnect: %s", errstr(res));
@@ -237,12 +245,12 @@ static void reconnect_hello(struct target *t, struct conn *c, int res, const uin
 			t->need_full = true;
 			t->dirty_changed = true;
 		}
-		tio_prep(&c->open, t, PROTO_OPEN, reconnect_open_done, c);
+		tio_prep(&c->open, t, PROTO_OPEN, reconnect_ready, c);
 		tio_submit(&c->open);
 		return;
 	}
-	c->ready = true;
-	target_returned(t);
+	struct tio none = {.ctx = c, .op = PROTO_OPEN};
+	reconnect_ready(&none, 0, NULL, 0);
 }
 
 static void conn_hello_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
@@ -273,9 +281,14 @@ static void try_reconnect(struct target *t)
 			snprintf(t->error, sizeof(t->error), "epoch above ours");
 			return;
 		}
+		struct store_info in;
 		int r = ep < e->epoch ? store_bump_epoch(t->store, e->epoch) : 0;
 		if (r == 0)
 			r = store_set_clean(t->store, false);
+		if (r == 0)
+			r = store_get_info(t->store, &in);
+		if (r == 0 && in.size < e->size)
+			r = store_resize(t->store, e->size);
 		if (r < 0) {
 			snprintf(t->error, sizeof(t->error), "reopen: %s", errstr(r));
 			return;
@@ -527,6 +540,8 @@ static struct qop *qop_new(struct engine *e, void (*run)(struct qop *), engine_c
 	return q;
 }
 
+static void snap_missed(struct target *t, uint16_t op);
+
 static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 {
 	(void)p;
@@ -551,14 +566,19 @@ static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 		if (t->lres == -ESTALE) {
 			eng_fence(e);
 		} else if (q->nok && q->op != PROTO_CLONE && q->op != PROTO_SNAP_DELETE) {
-			/* It failed where others succeeded: its layers no longer match theirs.
-			 * (Failing everywhere, e.g. a bad name, changed nothing anywhere.) */
-			t->t->diverged = true;
+			/* It failed where others succeeded: it may or may not have applied the
+			 * op. (Failing everywhere, e.g. a bad name, changed nothing anywhere.) */
 			eng_eject(t->t, t->lres, "snapshot op failed");
+			snap_missed(t->t, q->op);
 		}
 	}
 	if (q->nok && q->op == PROTO_RESIZE)
 		e->size = q->arg64;
+	/* Done where it counts: on a majority, the ones that failed now out of sync. */
+	if (q->nok >= eng_quorum(e) && !e->fenced)
+		q->res = 0;
+	else if (q->res == 0)
+		q->res = e->fenced ? -ESTALE : -EIO;
 	qop_end(q, q->res);
 }
 
@@ -567,18 +587,16 @@ static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
  * a full rebuild (hash compare: its bitmap does not describe what a revert changed), but its
  * layer chain lacks the op. TODO: copy snapshot layers from a peer; until then such a
  * replica serves the right head but fails (and is ejected) on a revert to a snapshot it
- * lacks. A missed resize keeps it out for good (its size is wrong).
+ * lacks. A missed resize is made up when it reconnects.
  */
 static void snap_missed(struct target *t, uint16_t op)
 {
 	if (op == PROTO_SNAP_DELETE || op == PROTO_CLONE || t->diverged)
 		return;
 	if (op == PROTO_RESIZE) {
-		t->diverged = true;
+		/* It is grown when it reconnects (reconnect_ready); its bitmap stays valid. */
 		if (t->state == T_REBUILDING)
 			eng_eject(t, -EXDEV, "missed a resize");
-		else
-			snprintf(t->error, sizeof(t->error), "missed a resize");
 		return;
 	}
 	t->need_full = true;
@@ -1155,12 +1173,13 @@ static void open_decide(struct engine *e)
 	for (uint32_t i = 0; i < e->ntargets; i++) {
 		struct target *t = e->t[i];
 		if (t->probed && t->info.size != e->size) {
-			t->diverged = true; /* missed a resize */
+			/* Missed a resize: the reconnection grows it (or refuses a bigger one). */
 			t->state = T_STALE;
 			if (t->conn)
 				conn_close(t);
 			snprintf(t->error, sizeof(t->error), "size differs");
-			continue;
+			if (t->info.size > e->size)
+				t->diverged = true;
 		}
 		if (!e->auth_clean) {
 			/* The last engine died: replicas may differ by unflushed writes.

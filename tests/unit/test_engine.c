@@ -903,6 +903,45 @@ static void test_read_failover(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* A replica down during a resize is grown when it comes back, then resynced. */
+static void test_resize_while_stale(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	uint8_t buf[65536], rb[65536];
+	assert_int_equal(open_engine(env, &e), 0);
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+	struct done d = {0};
+	assert_int_equal(engine_resize(e, VSIZE + (32u << 20), done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	assert_int_equal(engine_size(e), VSIZE + (32u << 20));
+	fill(buf, sizeof(buf));
+	assert_int_equal(eng_write(env, e, VSIZE + (8u << 20), sizeof(buf), buf, 0), 0);
+	assert_int_equal(start_server(env, 2), 0);
+	wait_healthy(env, e);
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	assert_int_equal(st[find_node(st, "n3")].resync_copied, ENGINE_GRAIN);
+	assert_int_equal(eng_read(env, e, VSIZE + (8u << 20), sizeof(rb), rb), 0);
+	assert_memory_equal(rb, buf, sizeof(buf));
+	char *json = NULL;
+	d = (struct done){0};
+	assert_int_equal(engine_verify(e, &json, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 10000), 0);
+	assert_non_null(strstr(json, "\"differ\":[]"));
+	assert_non_null(strstr(json, "\"checked\":96"));
+	free(json);
+	assert_int_equal(close_engine(env, e), 0);
+	/* The next engine sees the new size everywhere. */
+	assert_int_equal(open_engine(env, &e), 0);
+	assert_int_equal(engine_size(e), VSIZE + (32u << 20));
+	get_status(e, st);
+	for (int i = 0; i < NSRV; i++)
+		assert_int_equal(st[i].state, ENGINE_HEALTHY);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 static void test_trim(void **state)
 {
 	struct env *env = *state;
@@ -1167,6 +1206,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unclean_rebuild, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bitmap_across_engines, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resize_while_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_failover, setup, teardown),
 
 	    cmocka_unit_test_setup_teardown(test_snapshot_while_stale, setup, teardown),
