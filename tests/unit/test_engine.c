@@ -661,6 +661,18 @@ static void test_snapshots(void **state)
 	}
 	assert_int_equal(eng_read(env, e, 0, sizeof(rb), rb), 0);
 	assert_memory_equal(rb, b, sizeof(b));
+	/* A sub-block write over a block the head already owns (after the snapshot). */
+	uint8_t *big = malloc(1u << 20), *rbig = malloc(1u << 20);
+	assert_non_null(big);
+	assert_non_null(rbig);
+	memset(big, 0xb1, 1u << 20);
+	assert_int_equal(eng_write(env, e, 0, 1u << 20, big, 0), 0);
+	memset(big + 4096, 0xb3, 512);
+	assert_int_equal(eng_write(env, e, 4096, 512, big + 4096, 0), 0);
+	assert_int_equal(eng_read(env, e, 0, 1u << 20, rbig), 0);
+	assert_memory_equal(rbig, big, 1u << 20);
+	free(big);
+	free(rbig);
 	d = (struct done){0};
 	assert_int_equal(engine_snapshot_revert(e, "s1", done_cb, &d), 0);
 	assert_int_equal(wait_done(env, &d, 5000), 0);
@@ -942,6 +954,36 @@ static void test_resize_while_stale(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+static void wpat(struct env *env, struct engine *e, int pat, uint64_t off, uint32_t len)
+{
+	uint8_t *b = malloc(len);
+	assert_non_null(b);
+	memset(b, pat, len);
+	memcpy(env->model + off, b, len);
+	assert_int_equal(eng_write(env, e, off, len, b, 0), 0);
+	free(b);
+}
+
+/* The e2e snapshot sequence, byte for byte. */
+static void test_snapshot_subblock(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	wpat(env, e, 0xa1, 0, 4u << 20);
+	wpat(env, e, 0xa2, 8u << 20, 1u << 20);
+	wpat(env, e, 0xa3, 4095, 2);
+	struct done d = {0};
+	assert_int_equal(engine_snapshot_create(e, "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	wpat(env, e, 0xb1, 0, 1u << 20);
+	wpat(env, e, 0xb2, 20u << 20, 1u << 20);
+	wpat(env, e, 0xb3, 4096, 512);
+	check_all(env, e);
+	verify_clean(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 static void test_trim(void **state)
 {
 	struct env *env = *state;
@@ -1206,6 +1248,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unclean_rebuild, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bitmap_across_engines, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_trim, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_subblock, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resize_while_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_failover, setup, teardown),
 
