@@ -1181,6 +1181,9 @@ static void open_decide(struct engine *e)
 			if (t->info.size > e->size)
 				t->diverged = true;
 		}
+		if (t->state == T_STALE && !t->error[0])
+			snprintf(t->error, sizeof(t->error), "unreachable at open: %s",
+				 errstr(t->probe_err));
 		if (!e->auth_clean) {
 			/* The last engine died: replicas may differ by unflushed writes.
 			 * Compare everything against ref; in-sync ones keep serving quorum. */
@@ -1212,9 +1215,6 @@ static void open_decide(struct engine *e)
 			t->need_full = true; /* generation behind or unclean: trust nothing */
 			t->dirty_changed = true;
 		}
-		if (t->state == T_STALE && !t->error[0])
-			snprintf(t->error, sizeof(t->error), "unreachable at open: %s",
-				 errstr(t->probe_err));
 	}
 	if (--e->open_pending == 0) {
 		e->open_gen = e->members_gen + 1;
