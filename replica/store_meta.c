@@ -170,7 +170,7 @@ static int load_layers(struct store *s, json_t *arr, uint64_t head_id)
 			return -EUCLEAN; /* exactly the head has no snapshot name */
 	}
 	s->head = layer_by_id(s, head_id);
-	if (!s->head)
+	if (!s->head || s->head->deleting)
 		return -EUCLEAN;
 	for (uint32_t k = 0; k < s->nlayers; k++) {
 		struct layer *L = s->layers[k];

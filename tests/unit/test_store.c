@@ -641,6 +641,46 @@ static void test_delete_merge(void **state)
 	free(model);
 }
 
+/* Snapshots off the head chain, without children, and reverts to a deleting snapshot. */
+static void test_delete_branches(void **state)
+{
+	struct fx *f = *state;
+	uint64_t size = 8 * MIB;
+	uint8_t *m1 = calloc(1, size), *m = malloc(size);
+	struct store *s;
+	assert_int_equal(store_create(f->l, f->dir, "vol", size, &s), 0);
+	mwrite(s, f->l, m1, 0, 1 * MIB + 3, 81);
+	assert_int_equal(store_snapshot_create(s, "s1"), 0);
+	memcpy(m, m1, size);
+	mwrite(s, f->l, m, 512, 3 * MIB, 82);
+	assert_int_equal(store_snapshot_create(s, "s2"), 0);
+	assert_int_equal(store_snapshot_revert(s, "s1"), 0);
+	memcpy(m, m1, size);
+	mwrite(s, f->l, m, 2 * MIB + 1, 5000, 83);
+	/* s2 is off the chain and childless: its deletion just removes it. */
+	assert_int_equal(store_snapshot_delete(s, "s2"), 0);
+	merge_all(s);
+	check_range(s, f->l, m, 0, size);
+	/* Delete s1, then revert to it while it is deleting: the new head gets its blocks. */
+	assert_int_equal(store_snapshot_delete(s, "s1"), 0);
+	assert_int_equal(store_snapshot_revert(s, "s1"), 0);
+	check_range(s, f->l, m1, 0, size);
+	mwrite(s, f->l, m1, 100, 100, 84);
+	merge_all(s);
+	check_range(s, f->l, m1, 0, size);
+	struct store_snap *v;
+	uint32_t n;
+	assert_int_equal(store_snapshot_list(s, &v, &n), 0);
+	assert_int_equal(n, 0);
+	free(v);
+	store_close(s);
+	assert_int_equal(store_open(f->l, f->dir, &s), 0);
+	check_range(s, f->l, m1, 0, size);
+	store_close(s);
+	free(m1);
+	free(m);
+}
+
 static void test_clone(void **state)
 {
 	struct fx *f = *state;
@@ -875,6 +915,10 @@ static void test_bad_meta(void **state)
 	    "\"members_gen\":0,\"members\":[],\"clean\":true,\"next_layer_id\":2,\"head\":7,"
 	    "\"layers\":[{\"id\":1,\"parent\":0,\"snapshot\":null,\"created\":0,\"deleting\":false}"
 	    "]}",
+	    "{\"name\":\"vol\",\"uuid\":\"u\",\"size\":4096,\"block_size\":4096,\"epoch\":0,"
+	    "\"members_gen\":0,\"members\":[],\"clean\":true,\"next_layer_id\":2,\"head\":1,"
+	    "\"layers\":[{\"id\":1,\"parent\":0,\"snapshot\":null,\"created\":0,\"deleting\":true}]"
+	    "}",
 	    "{\"name\":\"../x\",\"uuid\":\"u\",\"size\":4096,\"block_size\":4096,\"epoch\":0,"
 	    "\"members_gen\":0,\"members\":[],\"clean\":true,\"next_layer_id\":2,\"head\":1,"
 	    "\"layers\":[{\"id\":1,\"parent\":0,\"snapshot\":null,\"created\":0,\"deleting\":false}"
@@ -956,6 +1000,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_flush_crash_copy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_revert, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_merge, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_branches, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_epoch_members, setup, teardown),
