@@ -43,7 +43,11 @@ struct env {
 	pthread_t thread;
 	/* Loop-thread state, read from the test thread only through loop_call. */
 	bool hold;
-	bool long_list; /* LIST also names many long dummy exports */
+	bool long_list;	  /* LIST also names many long dummy exports */
+	int inject;	  /* writes fail with this (negative errno)... */
+	bool inject_sync; /* ...returned by the call itself rather than its callback */
+	int next_inject;  /* set by the test thread, applied on the loop by set_inject */
+	bool next_inject_sync;
 	struct held *held;
 	uint32_t nheld;
 	uint32_t lookups, releases, fua_writes, flushes, trims, zeroes;
@@ -56,6 +60,7 @@ struct held {
 	void *arg;
 	uint32_t len;
 	int res;
+	int forced; /* completion result regardless of the I/O's */
 	struct held *next;
 };
 
@@ -66,6 +71,8 @@ static void op_done(struct loop_io *io, int res)
 	struct held *h = (struct held *)io;
 	if (res >= 0)
 		res = h->len && (uint32_t)res != h->len ? -EIO : 0;
+	if (h->forced)
+		res = h->forced;
 	if (h->e->hold) {
 		h->res = res;
 		h->next = h->e->held;
@@ -104,9 +111,13 @@ static int dev_write(void *ctx, uint64_t off, uint32_t len, const void *buf, uin
 		     bdev_cb cb, void *arg)
 {
 	struct env *e = ctx;
+	if (e->inject && e->inject_sync)
+		return e->inject;
 	struct io_uring_sqe *sqe = op_new(e, len, cb, arg);
 	if (!sqe)
 		return -ENOMEM;
+	/* The write still happens; only its result is replaced. */
+	((struct held *)(uintptr_t)sqe->user_data)->forced = e->inject;
 	io_uring_prep_write(sqe, e->fd, buf, len, off);
 	if (flags & BDEV_FUA) {
 		sqe->rw_flags = RWF_DSYNC;
@@ -504,6 +515,41 @@ static void test_trim_zero_flush_fua(void **state)
 	assert_int_equal(buf[0], 0xdd);
 	free(buf);
 	free(zero);
+	nbd_client_free(c);
+}
+
+static void set_inject(void *arg)
+{
+	struct env *e = arg;
+	e->inject = e->next_inject;
+	e->inject_sync = e->next_inject_sync;
+}
+
+/* bdev errors reach the client as the NBD protocol's errno values. */
+static void test_error_mapping(void **state)
+{
+	struct env *e = *state;
+	struct nbd_client *c = client(e);
+	static const struct {
+		int in, out;
+	} map[] = {
+	    {-EPERM, -EPERM},	      {-EROFS, -EPERM},		{-EIO, -EIO},
+	    {-ENOMEM, -ENOMEM},	      {-EINVAL, -EINVAL},	{-ENOSPC, -ENOSPC},
+	    {-EOVERFLOW, -EOVERFLOW}, {-ESHUTDOWN, -ESHUTDOWN}, {-ENOTSUP, -ENOTSUP},
+	    {-ESTALE, -EIO},	      {-ETIMEDOUT, -EIO},
+	};
+	uint8_t buf[4096] = {0};
+	for (int sync = 0; sync < 2; sync++) {
+		for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+			e->next_inject = map[i].in;
+			e->next_inject_sync = sync;
+			loop_call(e->loop, set_inject, e);
+			assert_int_equal(nbd_client_pwrite(c, buf, sizeof(buf), 0, 0), map[i].out);
+		}
+	}
+	e->next_inject = 0;
+	loop_call(e->loop, set_inject, e);
+	ping(c, 31);
 	nbd_client_free(c);
 }
 
@@ -1208,6 +1254,7 @@ int main(void)
 	    cmocka_unit_test(test_pipelined),
 	    cmocka_unit_test(test_trim_zero_flush_fua),
 	    cmocka_unit_test(test_client_errors),
+	    cmocka_unit_test(test_error_mapping),
 	    cmocka_unit_test(test_hostile_handshake),
 	    cmocka_unit_test(test_handshake_backlog),
 	    cmocka_unit_test(test_hostile_transmission),
