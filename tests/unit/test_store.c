@@ -944,6 +944,31 @@ static void test_bad_meta(void **state)
 	assert_int_equal(store_open(f->l, f->dir, &s), -ENOENT);
 }
 
+/* A lower layer's file shorter than its bitmap claims reads as zeros past its end. */
+static void test_short_lower_layer(void **state)
+{
+	struct fx *f = *state;
+	uint64_t size = 4 * MIB;
+	uint8_t *model = calloc(1, size);
+	struct store *s;
+	assert_int_equal(store_create(f->l, f->dir, "vol", size, &s), 0);
+	mwrite(s, f->l, model, 0, 2 * MIB, 91);
+	assert_int_equal(store_snapshot_create(s, "a"), 0);
+	mwrite(s, f->l, model, 10, 10, 92);
+	store_close(s);
+	char p[256];
+	snprintf(p, sizeof(p), "%s/layer-1.data", f->dir);
+	assert_int_equal(truncate(p, MIB + 100), 0);
+	memset(model + MIB + 100, 0, MIB - 100);
+	assert_int_equal(store_open(f->l, f->dir, &s), 0);
+	check_range(s, f->l, model, 0, size);
+	/* A sub-block write over the cut block reads the rest of it as zeros too. */
+	mwrite(s, f->l, model, MIB + 50, 10, 93);
+	check_range(s, f->l, model, 0, size);
+	store_close(s);
+	free(model);
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -1007,6 +1032,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_dirty, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_meta, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_short_lower_layer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_big_open, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
