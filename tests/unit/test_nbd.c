@@ -1247,6 +1247,90 @@ static void test_nbd_load(void **state)
 	wait_clients(e, 0);
 }
 
+/* A minimal old-fashioned server: refuses GO, so the client must fall back to EXPORT_NAME. */
+struct fake {
+	int lfd;
+	bool no_zeroes_seen;
+};
+
+static void *fake_server(void *arg)
+{
+	struct fake *f = arg;
+	int fd = accept(f->lfd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	uint8_t b[256];
+	nbd_put64(b, NBD_MAGIC);
+	nbd_put64(b + 8, NBD_IHAVEOPT);
+	nbd_put16(b + 16, NBD_FLAG_FIXED_NEWSTYLE);
+	send(fd, b, 18, MSG_NOSIGNAL);
+	recv(fd, b, 4, MSG_WAITALL);
+	f->no_zeroes_seen = nbd_get32(b) & NBD_FLAG_C_NO_ZEROES;
+	for (;;) {
+		if (recv(fd, b, 16, MSG_WAITALL) != 16)
+			break;
+		uint32_t opt = nbd_get32(b + 8), len = nbd_get32(b + 12);
+		if (len > sizeof(b) || recv(fd, b, len, MSG_WAITALL) != (ssize_t)len)
+			break;
+		if (opt == NBD_OPT_EXPORT_NAME) {
+			memset(b, 0, sizeof(b));
+			nbd_put64(b, 1 << 20);
+			nbd_put16(b + 8, NBD_FLAG_HAS_FLAGS);
+			send(fd, b, 10 + 124, MSG_NOSIGNAL);
+			/* One READ, answered with 0x42 bytes. */
+			if (recv(fd, b, 28, MSG_WAITALL) != 28)
+				break;
+			uint8_t r[16 + 512];
+			nbd_put32(r, NBD_SIMPLE_REPLY_MAGIC);
+			nbd_put32(r + 4, 0);
+			memcpy(r + 8, b + 8, 8);
+			memset(r + 16, 0x42, 512);
+			send(fd, r, sizeof(r), MSG_NOSIGNAL);
+			recv(fd, b, 28, MSG_WAITALL); /* DISC */
+			break;
+		}
+		uint8_t h[20];
+		nbd_put64(h, NBD_OPT_REPLY_MAGIC);
+		nbd_put32(h + 8, opt);
+		nbd_put32(h + 12, NBD_REP_ERR_UNSUP);
+		nbd_put32(h + 16, 0);
+		send(fd, h, 20, MSG_NOSIGNAL);
+	}
+	close(fd);
+	return NULL;
+}
+
+static void test_client_export_name_fallback(void **state)
+{
+	(void)state;
+	struct fake f = {0};
+	f.lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(f.lfd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(f.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	socklen_t al = sizeof(a);
+	assert_int_equal(getsockname(f.lfd, (struct sockaddr *)&a, &al), 0);
+	assert_int_equal(listen(f.lfd, 1), 0);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, fake_server, &f), 0);
+	struct nbd_client *c;
+	assert_int_equal(nbd_client_new(&c), 0);
+	nbd_client_set_timeout(c, 5000);
+	int r = nbd_client_connect(c, "127.0.0.1", ntohs(a.sin_port), "x");
+	if (r < 0)
+		fail_msg("connect: %s", nbd_client_error(c));
+	assert_int_equal(nbd_client_size(c), 1 << 20);
+	uint8_t buf[512];
+	assert_int_equal(nbd_client_pread(c, buf, sizeof(buf), 0), 0);
+	assert_int_equal(buf[0], 0x42);
+	assert_int_equal(buf[511], 0x42);
+	nbd_client_free(c);
+	pthread_join(t, NULL);
+	close(f.lfd);
+	assert_false(f.no_zeroes_seen);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1255,6 +1339,7 @@ int main(void)
 	    cmocka_unit_test(test_trim_zero_flush_fua),
 	    cmocka_unit_test(test_client_errors),
 	    cmocka_unit_test(test_error_mapping),
+	    cmocka_unit_test(test_client_export_name_fallback),
 	    cmocka_unit_test(test_hostile_handshake),
 	    cmocka_unit_test(test_handshake_backlog),
 	    cmocka_unit_test(test_hostile_transmission),
