@@ -8,7 +8,7 @@ url=$("$BLOCKCTL" volume attach vol)
 qio "$url" 'write -P 0xa1 0 4M' 'write -P 0xa2 8M 1M' 'write -P 0xa3 4095 2'
 "$BLOCKCTL" snapshot create vol s1
 qio "$url" 'write -P 0xb1 0 1M' 'write -P 0xb2 20M 1M' 'write -P 0xb3 4096 512'
-qio "$url" 'read -P 0xb1 0 4096' 'read -P 0xb3 4096 512' 'read -P 0xb1 4608 1044480' \
+qio "$url" 'read -P 0xb1 0 4096' 'read -P 0xb3 4096 512' 'read -P 0xb1 4608 1043968' \
 	'read -P 0xa1 1M 3M' 'read -P 0xa2 8M 1M' 'read -P 0xb2 20M 1M'
 "$BLOCKCTL" snapshot ls vol
 [ "$("$BLOCKCTL" snapshot ls vol --json | json_get '[0]["name"]')" = s1 ] || die "snapshot ls"
