@@ -287,7 +287,7 @@ static int do_go(struct nbd_client *c, const char *export)
 	r = send_option(c, NBD_OPT_GO, d, (uint32_t)(nl + 8));
 	bool have_size = false;
 	while (r == 0) {
-		uint32_t type, len;
+		uint32_t type = 0, len = 0;
 		r = read_opt_reply(c, NBD_OPT_GO, &type, buf, &len);
 		if (r < 0)
 			break;
