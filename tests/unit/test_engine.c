@@ -1239,6 +1239,32 @@ static void test_chaos(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+static void test_open_errors(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	struct done d = {0};
+	struct engine_params p = {
+	    .volume = "nosuch",
+	    .local_node = env->node[0],
+	    .local = env->srv[0],
+	    .naddrs = NSRV,
+	    .addrs = env->addrs,
+	    .io_timeout_ms = TIMEOUT_MS,
+	};
+	assert_int_equal(engine_open(env->l, &p, &e, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), -ENOENT);
+	p.volume = "bad/name";
+	assert_int_equal(engine_open(env->l, &p, &e, done_cb, &d), -EINVAL);
+	/* Nobody to ask at all. */
+	p.volume = VOL;
+	p.local = NULL;
+	p.naddrs = 0;
+	d = (struct done){0};
+	assert_int_equal(engine_open(env->l, &p, &e, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), -ENOTCONN);
+}
+
 static void test_clone(void **state)
 {
 	struct env *env = *state;
@@ -1300,6 +1326,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_local_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_timeout_eject, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chaos, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unclean_late_return, setup, teardown),
 	};
