@@ -428,12 +428,8 @@ void eng_persist_members(struct engine *e)
 		m->pending++;
 		tio_submit(&m->tio[i]);
 	}
-	if (--m->pending == 0) {
-		if (eng_ninsync(e) == 0)
-			mop_finish(m); /* nothing to write it to */
-		else
-			members_done(&(struct tio){.ctx = m}, 0, NULL, 0);
-	}
+	if (--m->pending == 0)
+		mop_finish(m); /* no in-sync replica to write it to: not persisted */
 }
 
 static void drop_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
