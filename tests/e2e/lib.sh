@@ -38,11 +38,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A base port whose 40 ports nobody uses; below the kernel's ephemeral range (32768+) so
+# that no outgoing connection can take one between this check and the daemons' bind.
 free_base_port() {
-	local p
+	local p used
+	used=$(ss -Htan | awk '{n=split($4,a,":"); print a[n]}')
 	for _ in $(seq 50); do
-		p=$((20000 + (RANDOM % 400) * 100))
-		if ! ss -Htln | awk '{print $4}' | grep -qE ":($p|$((p + 1))[0-9]|$((p + 2))[0-9]|$((p + 3))[0-9]|$((p + 4))[0-9])\$"; then
+		p=$((10000 + (RANDOM % 220) * 100))
+		if ! grep -qxE "$p|$((p / 10 + 1))[0-9]|$((p / 10 + 2))[0-9]|$((p / 10 + 3))[0-9]|$((p / 10 + 4))[0-9]" <<<"$used"; then
 			echo $p
 			return
 		fi
