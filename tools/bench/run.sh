@@ -22,10 +22,14 @@ done
 
 JOBS=("randwrite 4k 32" "randread 4k 32" "write 1M 16" "read 1M 16")
 run_fio() { # target-args... -> prints "iops mibps"
+	# Start every job with no dirty page-cache backlog from the previous one: writeback
+	# throttling would otherwise charge one target for another's writes.
+	sync
 	fio --name=b --output-format=json --time_based --runtime="$RUNTIME" --ramp_time=2 \
 		--size="$SIZE" --rw="$1" --bs="$2" --iodepth="$3" "${@:4}" |
 		python3 -c 'import json,sys
-j=json.load(sys.stdin)["jobs"][0]
+text=sys.stdin.read()  # fio engines may print notes before the JSON document
+j=json.loads(text[text.index("{"):])["jobs"][0]
 d=j["write"] if j["write"]["io_bytes"] else j["read"]
 print("%.0f %.1f" % (d["iops"], d["bw_bytes"]/1048576))'
 }
