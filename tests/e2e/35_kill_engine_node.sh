@@ -11,7 +11,7 @@ url=$("$BLOCKCTL" volume attach vol --node node1)
 # nbd_load flushes at the end of its run and saves what it acknowledged.
 "$NBD_LOAD" --url "$url" --seconds 5 --region $REGION --qd 8 --state "$WORK/state" >"$WORK/load.log"
 cat "$WORK/load.log"
-qio "$url" 'write -P 0x77 -F 40M 1M'
+qio "$url" 'write -f -P 0x77 40M 1M'
 # Unflushed writes in flight at the kill may or may not survive; flushed ones must.
 qemu-io -f raw -c 'aio_write -P 0x99 48M 4M' "$url" >/dev/null 2>&1 &
 log "kill -9 node1 (pid $(node_pid node1))"
