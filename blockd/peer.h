@@ -9,6 +9,7 @@
 #define BLOCKD_PEER_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct peer_get {

@@ -86,7 +86,8 @@ int sio_fdatasync(struct loop *l, int fd)
 bool store_name_valid(const char *name)
 {
 	size_t n = name ? strlen(name) : 0;
-	if (n == 0 || n >= STORE_NAME_MAX || !strcmp(name, ".") || !strcmp(name, ".."))
+	/* No leading '.' (hidden, "..") or '-' (read as an option by every CLI). */
+	if (n == 0 || n >= STORE_NAME_MAX || name[0] == '.' || name[0] == '-')
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];

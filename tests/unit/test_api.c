@@ -27,7 +27,7 @@
 #include "blockd/config.h"
 #include "blockd/node.h"
 #include "blockd/peer.h"
-#include "tools/lib/http_client.h"
+#include "blockd/http_client.h"
 #include "tools/lib/nbd_client.h"
 
 #define VOLSIZE (16u << 20)

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "tools/blockctl/util.c"
-#include "tools/lib/http_client.h"
+#include "blockd/http_client.h"
 
 static void test_size_valid(void **state)
 {

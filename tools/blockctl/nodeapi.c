@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tools/lib/http_client.h"
+#include "blockd/http_client.h"
+#include "blockd/peer.h"
+#include "replica/store.h"
 
 void ctx_config(struct ctx *c)
 {
@@ -68,9 +70,7 @@ bool node_up(const struct config_node *n)
 
 void check_name(const char *what, const char *name)
 {
-	size_t n = strlen(name);
-	if (n == 0 || n > 63 || name[0] == '.' || name[0] == '-' ||
-	    strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != n)
+	if (!store_name_valid(name))
 		usage_die("%s: bad name '%s' (use 1-63 of A-Z a-z 0-9 . _ -, not starting with . "
 			  "or -)",
 			  what, name);
@@ -97,35 +97,40 @@ void print_json(json_t *j)
 	fputc('\n', stdout);
 }
 
-static json_t *get_array(const struct config_node *n, const char *path)
+static json_t *take_array(struct peer_get *p)
 {
-	int status;
-	json_t *j;
-	if (node_req(n, "GET", path, NULL, T_LIST_MS, &status, &j) < 0)
-		return NULL;
-	if (status != 200 || !json_is_array(j)) {
-		json_decref(j);
-		return NULL;
-	}
-	return j;
+	if (p->err == 0 && p->status == 200 && json_is_array(p->reply))
+		return p->reply;
+	json_decref(p->reply);
+	return NULL;
 }
 
+/* Asks every node at once, so a dead node costs one timeout, not one per node and call. */
 void view_load(struct ctx *c, struct view *v)
 {
 	ctx_config(c);
 	memset(v, 0, sizeof(*v));
 	v->n = c->cfg.nnodes;
+	struct peer_get q[2 * CONFIG_MAX_NODES] = {0};
+	for (unsigned i = 0; i < v->n; i++) {
+		const struct config_node *n = &c->cfg.nodes[i];
+		q[2 * i] = (struct peer_get){.host = n->host, .port = n->http_port,
+					     .path = "/v1/replicas"};
+		q[2 * i + 1] = (struct peer_get){.host = n->host, .port = n->http_port,
+						 .path = "/v1/attachments"};
+	}
+	peer_get_all(q, 2 * v->n, T_LIST_MS);
 	unsigned nup = 0;
 	for (unsigned i = 0; i < v->n; i++) {
 		struct nodeview *nv = &v->nodes[i];
 		nv->n = &c->cfg.nodes[i];
-		nv->replicas = get_array(nv->n, "/v1/replicas");
-		if (nv->replicas)
-			nv->attachments = get_array(nv->n, "/v1/attachments");
+		nv->replicas = take_array(&q[2 * i]);
+		nv->attachments = take_array(&q[2 * i + 1]);
 		nv->up = nv->replicas && nv->attachments;
 		if (!nv->up) {
 			json_decref(nv->replicas);
-			nv->replicas = NULL;
+			json_decref(nv->attachments);
+			nv->replicas = nv->attachments = NULL;
 		} else {
 			nup++;
 		}

@@ -2,7 +2,7 @@
  * http_client: see http_client.h. One deadline covers the whole exchange so a peer that
  * trickles bytes cannot hold the caller longer than timeout_ms.
  */
-#include "tools/lib/http_client.h"
+#include "blockd/http_client.h"
 
 #include <errno.h>
 #include <netdb.h>

@@ -10,8 +10,8 @@
  * from the socket, -ETIMEDOUT, -EPROTO for a malformed response, -EFBIG for a body over
  * HTTP_MAX_BODY, -EINVAL for a bad host.
  */
-#ifndef TOOLS_HTTP_CLIENT_H
-#define TOOLS_HTTP_CLIENT_H
+#ifndef BLOCKD_HTTP_CLIENT_H
+#define BLOCKD_HTTP_CLIENT_H
 
 #include <stddef.h>
 #include <stdint.h>
