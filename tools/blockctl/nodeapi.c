@@ -309,7 +309,12 @@ json_t *vol_call(struct ctx *c, const char *what, const char *vol, const char *m
 	int status = vol_call_status(c, what, vol, method, sub, body, timeout_ms, &out);
 	if (status < 200 || status > 299) {
 		char buf[32];
-		die("%s: %s: %s", what, vol, reply_error(out, status, buf, sizeof(buf)));
+		const char *e = reply_error(out, status, buf, sizeof(buf));
+		size_t n = strlen(vol);
+		/* The node names the volume in most of its errors already. */
+		if (strncmp(e, vol, n) == 0 && e[n] == ':')
+			die("%s: %s", what, e);
+		die("%s: %s: %s", what, vol, e);
 	}
 	return out;
 }
