@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server_priv.h" /* srv_volume_dir(): where a local clone goes */
 
 static void tick(void *arg);
 static void conn_hello_done(struct tio *io, int res, const uint8_t *p, uint32_t len);
@@ -697,15 +696,6 @@ int engine_clone(struct engine *e, const char *snap, const char *new_name, engin
 	if (!txt)
 		return -ENOMEM;
 	return snap_op(e, PROTO_CLONE, snap, txt, 0, cb, arg);
-}
-
-int eng_local_clone(struct engine *e, struct store *s, const char *snap, const char *name)
-{
-	char dir[4096];
-	if (!e->local)
-		return -EOPNOTSUPP;
-	int r = srv_volume_dir(e->local, name, dir, sizeof(dir));
-	return r < 0 ? r : store_clone(s, snap, dir, name);
 }
 
 struct listop {

@@ -234,7 +234,6 @@ void eng_set_insync(struct target *t);
 void eng_kick(struct engine *e);
 uint64_t eng_long_timeout(const struct engine *e);
 void eng_try_free(struct engine *e);
-int eng_local_clone(struct engine *e, struct store *s, const char *snap, const char *name);
 
 /* engine_io.c */
 void tio_submit(struct tio *io);

@@ -7,6 +7,7 @@
  * (for quorum, for a quiesce, or for a resync copy of the grain it touches).
  */
 #include "engine_int.h"
+#include "snapops.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -178,30 +179,6 @@ static int local_dirty_get(struct tio *io, struct store *s)
 	return 0;
 }
 
-static int local_snap_list(struct tio *io, struct store *s)
-{
-	struct store_snap *sn;
-	uint32_t n;
-	int r = store_snapshot_list(s, &sn, &n);
-	if (r < 0)
-		return r;
-	json_t *a = json_array();
-	for (uint32_t i = 0; i < n; i++)
-		json_array_append_new(
-		    a, json_pack("{s:s,s:s,s:I,s:I,s:b,s:b}", "name", sn[i].name, "parent",
-				 sn[i].parent, "created", (json_int_t)sn[i].created, "allocated",
-				 (json_int_t)sn[i].allocated, "in_head_chain", sn[i].in_head_chain,
-				 "deleting", sn[i].deleting));
-	free(sn);
-	char *txt = json_dumps(a, JSON_COMPACT);
-	json_decref(a);
-	if (!txt)
-		return -ENOMEM;
-	io->lpayload = (uint8_t *)txt;
-	io->lplen = (uint32_t)strlen(txt);
-	return 0;
-}
-
 static int local_hash(struct tio *io, struct store *s)
 {
 	if (!io->arg || !io->len)
@@ -224,17 +201,6 @@ static int local_hash(struct tio *io, struct store *s)
 	io->lpayload = p;
 	io->lplen = (uint32_t)(n * 8);
 	return 0;
-}
-
-static int local_clone(struct tio *io, struct engine *e, struct store *s)
-{
-	json_error_t jerr;
-	json_t *j = json_loadb(io->payload, io->plen, 0, &jerr);
-	const char *snap = json_string_value(json_object_get(j, "snapshot"));
-	const char *name = json_string_value(json_object_get(j, "name"));
-	int r = snap && name ? eng_local_clone(e, s, snap, name) : -EINVAL;
-	json_decref(j);
-	return r;
 }
 
 /* The local target runs the replica server's op semantics (server_ops.c) on the store. */
@@ -295,19 +261,10 @@ sync:
 		if (r == 0)
 			r = store_drop_dirty(s, name);
 		break;
-	case PROTO_SNAP_CREATE:
 	case PROTO_SNAP_DELETE:
-	case PROTO_SNAP_REVERT:
 		r = payload_name(io, name);
-		if (r == 0 && io->op == PROTO_SNAP_CREATE)
-			r = store_snapshot_create(s, name);
-		else if (r == 0 && io->op == PROTO_SNAP_DELETE)
+		if (r == 0)
 			r = store_snapshot_delete(s, name);
-		else if (r == 0)
-			r = store_snapshot_revert(s, name);
-		break;
-	case PROTO_SNAP_LIST:
-		r = local_snap_list(io, s);
 		break;
 	case PROTO_HASH:
 		r = local_hash(io, s);
@@ -315,11 +272,9 @@ sync:
 	case PROTO_RESIZE:
 		r = store_resize(s, io->arg);
 		break;
-	case PROTO_CLONE:
-		r = local_clone(io, e, s);
-		break;
-	default:
-		r = -EOPNOTSUPP;
+	default: /* snapshot ops with payloads shared with the server: snapops.c */
+		r = snapops_exec(e->local, s, io->op, io->off, io->len, io->arg, io->payload,
+				 io->plen, &io->lpayload, &io->lplen);
 	}
 defer:
 	tio_defer(io, r < 0 ? r : 0);

@@ -85,7 +85,8 @@ int proto_req_decode(const uint8_t in[PROTO_REQ_SIZE], struct proto_req *r)
 		return -EPROTO;
 	if (r->payload_len > PROTO_MAX_PAYLOAD)
 		return -EMSGSIZE;
-	if ((r->op == PROTO_READ || r->op == PROTO_WRITE) && r->length > PROTO_MAX_IO)
+	if ((r->op == PROTO_READ || r->op == PROTO_WRITE || r->op == PROTO_SNAP_READ) &&
+	    r->length > PROTO_MAX_IO)
 		return -EMSGSIZE;
 	if (r->op == PROTO_WRITE && r->payload_len != r->length)
 		return -EPROTO;
@@ -128,16 +129,28 @@ int proto_rep_decode(const uint8_t in[PROTO_REP_SIZE], struct proto_rep *r)
 }
 
 static const char *const op_names[PROTO_OP_MAX] = {
-	[PROTO_HELLO] = "HELLO",	 [PROTO_READ] = "READ",
-	[PROTO_WRITE] = "WRITE",	 [PROTO_FLUSH] = "FLUSH",
-	[PROTO_TRIM] = "TRIM",		 [PROTO_ZERO] = "ZERO",
-	[PROTO_INFO] = "INFO",		 [PROTO_OPEN] = "OPEN",
-	[PROTO_CLOSE] = "CLOSE",	 [PROTO_MEMBERS] = "MEMBERS",
-	[PROTO_DIRTY_PUT] = "DIRTY_PUT", [PROTO_DIRTY_GET] = "DIRTY_GET",
-	[PROTO_DIRTY_DROP] = "DIRTY_DROP", [PROTO_SNAP_CREATE] = "SNAP_CREATE",
-	[PROTO_SNAP_DELETE] = "SNAP_DELETE", [PROTO_SNAP_REVERT] = "SNAP_REVERT",
-	[PROTO_SNAP_LIST] = "SNAP_LIST", [PROTO_HASH] = "HASH",
-	[PROTO_RESIZE] = "RESIZE",	 [PROTO_CLONE] = "CLONE",
+    [PROTO_HELLO] = "HELLO",
+    [PROTO_READ] = "READ",
+    [PROTO_WRITE] = "WRITE",
+    [PROTO_FLUSH] = "FLUSH",
+    [PROTO_TRIM] = "TRIM",
+    [PROTO_ZERO] = "ZERO",
+    [PROTO_INFO] = "INFO",
+    [PROTO_OPEN] = "OPEN",
+    [PROTO_CLOSE] = "CLOSE",
+    [PROTO_MEMBERS] = "MEMBERS",
+    [PROTO_DIRTY_PUT] = "DIRTY_PUT",
+    [PROTO_DIRTY_GET] = "DIRTY_GET",
+    [PROTO_DIRTY_DROP] = "DIRTY_DROP",
+    [PROTO_SNAP_CREATE] = "SNAP_CREATE",
+    [PROTO_SNAP_DELETE] = "SNAP_DELETE",
+    [PROTO_SNAP_REVERT] = "SNAP_REVERT",
+    [PROTO_SNAP_LIST] = "SNAP_LIST",
+    [PROTO_HASH] = "HASH",
+    [PROTO_RESIZE] = "RESIZE",
+    [PROTO_CLONE] = "CLONE",
+    [PROTO_SNAP_READ] = "SNAP_READ",
+    [PROTO_SNAP_HASH] = "SNAP_HASH",
 };
 
 const char *proto_op_name(uint16_t op)

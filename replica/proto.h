@@ -43,14 +43,17 @@ enum proto_op {
 	PROTO_DIRTY_PUT = 11, /* payload: JSON {member, grain} + NUL + bitmap bytes */
 	PROTO_DIRTY_GET = 12, /* payload: member name. reply: grain(u32) + bitmap bytes */
 	PROTO_DIRTY_DROP = 13, /* payload: member name */
-	PROTO_SNAP_CREATE = 14, /* payload: snapshot name */
+	PROTO_SNAP_CREATE = 14, /* payload: snapshot name [NUL identity] */
 	PROTO_SNAP_DELETE = 15, /* payload: snapshot name */
-	PROTO_SNAP_REVERT = 16, /* payload: snapshot name */
+	PROTO_SNAP_REVERT = 16, /* payload: snapshot name; none and arg 1: to an empty chain */
 	PROTO_SNAP_LIST = 17,   /* reply: JSON array */
 	PROTO_HASH = 18,    /* offset, length, arg=extent. reply: little-endian u64 hashes */
 	PROTO_RESIZE = 19,  /* arg: new size */
 	PROTO_CLONE = 20,   /* payload: JSON {snapshot, name}: clone on this node */
-	PROTO_OP_MAX = 21,
+	/* Snapshot catch-up: the view as of snapshot payload (its identity, see SNAP_LIST). */
+	PROTO_SNAP_READ = 21, /* offset, length (<= PROTO_MAX_IO), payload: id. reply: data */
+	PROTO_SNAP_HASH = 22, /* like HASH, payload: id */
+	PROTO_OP_MAX = 23,
 };
 
 #define PROTO_FLAG_FUA 1u

@@ -5,6 +5,7 @@
  * docs/ARCHITECTURE.md, "Replica protocol".
  */
 #include "server_priv.h"
+#include "snapops.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -66,24 +67,6 @@ static int info_reply(struct srv_req *r)
 				       (json_int_t)in.members_gen, "members", members, "allocated",
 				       (json_int_t)in.allocated, "clean", in.clean, "snapshots",
 				       (json_int_t)in.nsnapshots, "node", r->c->srv->node));
-}
-
-static int snap_list_reply(struct srv_req *r)
-{
-	struct store_snap *snaps = NULL;
-	uint32_t n = 0;
-	int e = store_snapshot_list(r->vol->st, &snaps, &n);
-	if (e < 0)
-		return e;
-	json_t *a = json_array();
-	for (uint32_t i = 0; a && i < n; i++)
-		json_array_append_new(
-		    a, json_pack("{s:s,s:s,s:I,s:I,s:b,s:b}", "name", snaps[i].name, "parent",
-				 snaps[i].parent, "created", (json_int_t)snaps[i].created,
-				 "allocated", (json_int_t)snaps[i].allocated, "in_head_chain",
-				 snaps[i].in_head_chain, "deleting", snaps[i].deleting));
-	free(snaps);
-	return reply_json(r, a);
 }
 
 static int op_hello(struct srv_req *r)
@@ -210,43 +193,32 @@ static int op_hash(struct srv_req *r)
 	return 0;
 }
 
-static int op_clone(struct srv_req *r)
+/* Snapshot control ops shared with the engine's local targets (snapops.c). */
+static int op_snapops(struct srv_req *r)
 {
-	json_error_t jerr;
-	if (!r->req.payload_len)
-		return -EINVAL;
-	json_t *j = json_loadb((const char *)r->payload, r->req.payload_len, 0, &jerr);
-	char snap[STORE_NAME_MAX], name[STORE_NAME_MAX], dir[4096];
-	int e = copy_name(json_string_value(json_object_get(j, "snapshot")), snap);
-	if (e == 0)
-		e = copy_name(json_string_value(json_object_get(j, "name")), name);
-	json_decref(j);
-	if (e == 0)
-		e = srv_volume_dir(r->c->srv, name, dir, sizeof(dir));
-	if (e == 0)
-		e = store_clone(r->vol->st, snap, dir, name);
+	uint8_t *out;
+	uint32_t outlen;
+	int e = snapops_exec(r->c->srv, r->vol->st, r->req.op, r->req.offset, r->req.length,
+			     r->req.arg, r->payload, r->req.payload_len, &out, &outlen);
+	if (e == 0) {
+		r->rpayload = out;
+		r->rlen = outlen;
+	}
 	return e;
 }
 
-static int op_snap(struct srv_req *r)
+static int op_snap_delete(struct srv_req *r)
 {
 	char name[STORE_NAME_MAX];
 	int e = payload_name(r, name);
 	if (e < 0)
 		return e;
-	switch (r->req.op) {
-	case PROTO_SNAP_CREATE:
-		return store_snapshot_create(r->vol->st, name);
-	case PROTO_SNAP_REVERT:
-		return store_snapshot_revert(r->vol->st, name);
-	default:
-		e = store_snapshot_delete(r->vol->st, name);
-		if (e == 0) {
-			r->vol->merging = true;
-			srv_merge_kick(r->c->srv);
-		}
-		return e;
+	e = store_snapshot_delete(r->vol->st, name);
+	if (e == 0) {
+		r->vol->merging = true;
+		srv_merge_kick(r->c->srv);
 	}
+	return e;
 }
 
 static void io_cb(void *arg, int res)
@@ -341,18 +313,19 @@ static int exec(struct srv_req *r)
 		e = payload_name(r, member);
 		return e < 0 ? e : store_drop_dirty(st, member);
 	}
-	case PROTO_SNAP_CREATE:
 	case PROTO_SNAP_DELETE:
+		return op_snap_delete(r);
+	case PROTO_SNAP_CREATE:
 	case PROTO_SNAP_REVERT:
-		return op_snap(r);
 	case PROTO_SNAP_LIST:
-		return snap_list_reply(r);
+	case PROTO_SNAP_READ:
+	case PROTO_SNAP_HASH:
+	case PROTO_CLONE:
+		return op_snapops(r);
 	case PROTO_HASH:
 		return op_hash(r);
 	case PROTO_RESIZE:
 		return store_resize(st, h->arg);
-	case PROTO_CLONE:
-		return op_clone(r);
 	default:
 		return start_io(r);
 	}

@@ -34,9 +34,10 @@
 #include "loop.h"
 
 #define STORE_BLOCK 4096u
-#define STORE_NAME_MAX 64 /* volume and snapshot names: [A-Za-z0-9._-], 1..63 chars */
+#define STORE_NAME_MAX 64 /* names: [A-Za-z0-9._-], 1..63 chars, not starting with . or - */
 #define STORE_MAX_LAYERS 250
 #define STORE_MAX_MEMBERS 8
+#define STORE_SNAP_ID_MAX 40 /* snapshot identity: [A-Za-z0-9:._-], 1..39 chars */
 
 struct store;
 
@@ -68,6 +69,8 @@ struct store_snap {
 	uint64_t allocated;          /* bytes written in this layer alone */
 	bool in_head_chain;          /* false after a revert past it */
 	bool deleting;               /* merge into its children in progress */
+	char id[STORE_SNAP_ID_MAX];  /* identity, the same on every replica */
+	char parent_id[STORE_SNAP_ID_MAX]; /* nearest ancestor snapshot not deleting, "" if none */
 };
 
 bool store_name_valid(const char *name);
@@ -109,6 +112,10 @@ int store_drop_dirty(struct store *s, const char *member);
 
 /* Snapshots. create: O(1) beyond one flush; the current head becomes snapshot NAME. */
 int store_snapshot_create(struct store *s, const char *name);
+/* The same with the identity given (id NULL: a new uuid). Snapshots created before identities
+ * existed get "n:<name>", so replicas agree on them too. */
+int store_snapshot_create_id(struct store *s, const char *name, const char *id);
+bool store_snap_id_valid(const char *id);
 /* *out is malloc'd, ordered oldest first. */
 int store_snapshot_list(struct store *s, struct store_snap **out, uint32_t *n);
 /* Marks NAME deleting and merges it into its children in the background (store_merge_step). */
@@ -117,8 +124,13 @@ int store_snapshot_delete(struct store *s, const char *name);
 int store_merge_step(struct store *s);
 /* Discards the head; a new empty head whose parent is NAME. */
 int store_snapshot_revert(struct store *s, const char *name);
+/* Discards the head; a new empty head with no parent (an empty chain). */
+int store_snapshot_revert_root(struct store *s);
 /* Creates a new volume in new_dir whose base is snapshot NAME (layers shared copy-on-write). */
 int store_clone(struct store *s, const char *snap, const char *new_dir, const char *new_name);
+/* The same, with the clone's members given (NULL: this volume's members). */
+int store_clone_members(struct store *s, const char *snap, const char *new_dir,
+			const char *new_name, const struct store_member *m, uint32_t n);
 /* Grow only (-EINVAL to shrink). */
 int store_resize(struct store *s, uint64_t size);
 
@@ -128,6 +140,13 @@ int store_resize(struct store *s, uint64_t size);
  * reading. Synchronous.
  */
 int store_hash(struct store *s, uint64_t off, uint64_t len, uint32_t extent, uint64_t *hashes);
+/*
+ * The volume as it was when snapshot id was taken (its layer and its ancestors merged).
+ * Synchronous (control path: snapshot catch-up). -ENOENT if no snapshot has that identity.
+ */
+int store_snap_read(struct store *s, const char *id, uint64_t off, uint32_t len, void *buf);
+int store_snap_hash(struct store *s, const char *id, uint64_t off, uint64_t len, uint32_t extent,
+		    uint64_t *hashes);
 /* Whether any layer in the head chain has a block in [off, off+len). */
 bool store_allocated(struct store *s, uint64_t off, uint64_t len);
 

@@ -43,6 +43,7 @@ struct layer {
 	uint64_t id;
 	uint64_t parent;	   /* 0: none */
 	char snap[STORE_NAME_MAX]; /* "" for the head */
+	char sid[STORE_SNAP_ID_MAX]; /* snapshot identity, the same on every replica */
 	int64_t created;
 	bool deleting;
 	int data_fd;

@@ -105,6 +105,8 @@ int meta_save(struct store *s)
 				      (json_int_t)L->parent, "snapshot",
 				      L->snap[0] ? json_string(L->snap) : json_null(), "created",
 				      (json_int_t)L->created, "deleting", L->deleting);
+		if (o && L->snap[0])
+			json_object_set_new(o, "sid", json_string(L->sid));
 		json_array_append_new(layers, o);
 	}
 	json_object_set_new(root, "layers", layers);
@@ -165,6 +167,14 @@ static int load_layers(struct store *s, json_t *arr, uint64_t head_id)
 			    layer_by_snap(s, json_string_value(sn)))
 				return -EUCLEAN;
 			snprintf(L->snap, sizeof(L->snap), "%s", json_string_value(sn));
+			/* Older volumes have no identities: derive one every replica agrees on. */
+			const char *sid = json_string_value(json_object_get(o, "sid"));
+			if (sid && !store_snap_id_valid(sid))
+				return -EUCLEAN;
+			if (sid)
+				snprintf(L->sid, sizeof(L->sid), "%s", sid);
+			else
+				snprintf(L->sid, sizeof(L->sid), "n:%.37s", L->snap);
 		}
 		if ((id == head_id) != !L->snap[0])
 			return -EUCLEAN; /* exactly the head has no snapshot name */

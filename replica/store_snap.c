@@ -41,10 +41,44 @@ static struct layer *new_head(struct store *s, uint64_t parent, int *err)
 	return N;
 }
 
+bool store_snap_id_valid(const char *id)
+{
+	size_t n = id ? strlen(id) : 0;
+	if (n == 0 || n >= STORE_SNAP_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-' || c == ':'))
+			return false;
+	}
+	return true;
+}
+
+static struct layer *layer_by_sid(struct store *s, const char *id)
+{
+	for (uint32_t i = 0; i < s->nlayers; i++)
+		if (s->layers[i]->snap[0] && !strcmp(s->layers[i]->sid, id))
+			return s->layers[i];
+	return NULL;
+}
+
 int store_snapshot_create(struct store *s, const char *name)
 {
-	if (!store_name_valid(name))
+	return store_snapshot_create_id(s, name, NULL);
+}
+
+int store_snapshot_create_id(struct store *s, const char *name, const char *id)
+{
+	char sid[STORE_SNAP_ID_MAX];
+	if (!store_name_valid(name) || (id && !store_snap_id_valid(id)))
 		return -EINVAL;
+	if (id && layer_by_sid(s, id))
+		return -EEXIST;
+	if (id)
+		snprintf(sid, sizeof(sid), "%s", id);
+	else if (meta_uuid(sid) < 0)
+		return -EIO;
 	if (layer_by_snap(s, name))
 		return -EEXIST;
 	if (s->nlayers >= STORE_MAX_LAYERS || s->nchain >= STORE_MAX_LAYERS)
@@ -58,6 +92,7 @@ int store_snapshot_create(struct store *s, const char *name)
 		return r;
 	int64_t old_created = old->created;
 	snprintf(old->snap, sizeof(old->snap), "%s", name);
+	memcpy(old->sid, sid, sizeof(old->sid));
 	old->created = (int64_t)time(NULL);
 	s->layers[s->nlayers++] = N;
 	s->head = N;
@@ -102,6 +137,11 @@ int store_snapshot_list(struct store *s, struct store_snap **out, uint32_t *n)
 		o->allocated = smap_count(&L->map) * BS;
 		o->in_head_chain = L->cidx != 0;
 		o->deleting = L->deleting;
+		memcpy(o->id, L->sid, sizeof(o->id));
+		while (p && p->deleting)
+			p = p->parent ? layer_by_id(s, p->parent) : NULL;
+		if (p)
+			memcpy(o->parent_id, p->sid, sizeof(o->parent_id));
 	}
 	*out = v;
 	*n = cnt;
@@ -358,6 +398,8 @@ int store_merge_step(struct store *s)
 	return 0;
 }
 
+static int revert_to(struct store *s, uint64_t parent);
+
 int store_snapshot_revert(struct store *s, const char *name)
 {
 	if (!store_name_valid(name))
@@ -365,8 +407,18 @@ int store_snapshot_revert(struct store *s, const char *name)
 	struct layer *L = layer_by_snap(s, name);
 	if (!L)
 		return -ENOENT;
+	return revert_to(s, L->id);
+}
+
+int store_snapshot_revert_root(struct store *s)
+{
+	return revert_to(s, 0);
+}
+
+static int revert_to(struct store *s, uint64_t parent)
+{
 	int r;
-	struct layer *old = s->head, *N = new_head(s, L->id, &r);
+	struct layer *old = s->head, *N = new_head(s, parent, &r);
 	if (!N)
 		return r;
 	uint32_t pos = 0;
@@ -405,6 +457,14 @@ static int link_layer(struct store *s, int dst_dirfd, uint64_t id)
 
 int store_clone(struct store *s, const char *snap, const char *new_dir, const char *new_name)
 {
+	return store_clone_members(s, snap, new_dir, new_name, NULL, 0);
+}
+
+int store_clone_members(struct store *s, const char *snap, const char *new_dir,
+			const char *new_name, const struct store_member *m, uint32_t nm)
+{
+	if (m && (nm == 0 || nm > STORE_MAX_MEMBERS))
+		return -EINVAL;
 	if (!store_name_valid(new_name) || !store_name_valid(snap))
 		return -EINVAL;
 	struct layer *L = layer_by_snap(s, snap);
@@ -436,8 +496,11 @@ int store_clone(struct store *s, const char *snap, const char *new_dir, const ch
 	c->size = s->size;
 	c->nblocks = s->nblocks;
 	c->members_gen = s->members_gen;
-	c->nmembers = s->nmembers;
-	memcpy(c->members, s->members, sizeof(c->members));
+	c->nmembers = m ? nm : s->nmembers;
+	if (m)
+		memcpy(c->members, m, nm * sizeof(*m));
+	else
+		memcpy(c->members, s->members, sizeof(c->members));
 	c->clean = true;
 	struct layer *anc[STORE_MAX_LAYERS];
 	uint32_t na = 0;
@@ -450,6 +513,7 @@ int store_clone(struct store *s, const char *snap, const char *new_dir, const ch
 			goto out;
 		}
 		memcpy(Y->snap, X->snap, sizeof(Y->snap));
+		memcpy(Y->sid, X->sid, sizeof(Y->sid));
 		Y->created = X->created;
 		Y->deleting = X->deleting;
 		c->layers[c->nlayers++] = Y;

@@ -154,6 +154,33 @@ static void read_max(struct proto_req *r, uint8_t *buf)
 	}
 }
 
+static void snap_read_oversize(struct proto_req *r, uint8_t *buf)
+{
+	if (!buf) {
+		r->op = PROTO_SNAP_READ;
+		r->payload_len = 0;
+		r->length = PROTO_MAX_IO + 1;
+	}
+}
+
+static void snap_read_max(struct proto_req *r, uint8_t *buf)
+{
+	if (!buf) {
+		r->op = PROTO_SNAP_READ;
+		r->payload_len = 0;
+		r->length = PROTO_MAX_IO;
+	}
+}
+
+static void snap_hash_huge(struct proto_req *r, uint8_t *buf)
+{
+	if (!buf) {
+		r->op = PROTO_SNAP_HASH;
+		r->payload_len = 0;
+		r->length = 1ull << 40;
+	}
+}
+
 static void write_oversize(struct proto_req *r, uint8_t *buf)
 {
 	if (!buf) {
@@ -197,6 +224,9 @@ static void test_req_bounds(void **state)
 	assert_int_equal(decode_modified(payload_max), 0);
 	assert_int_equal(decode_modified(read_oversize), -EMSGSIZE);
 	assert_int_equal(decode_modified(read_max), 0);
+	assert_int_equal(decode_modified(snap_read_oversize), -EMSGSIZE);
+	assert_int_equal(decode_modified(snap_read_max), 0);
+	assert_int_equal(decode_modified(snap_hash_huge), 0);
 	assert_int_equal(decode_modified(write_oversize), -EMSGSIZE);
 	assert_int_equal(decode_modified(write_max), 0);
 	assert_int_equal(decode_modified(write_len_mismatch), -EPROTO);
@@ -258,6 +288,8 @@ static void test_op_names(void **state)
 	(void)state;
 	assert_string_equal(proto_op_name(PROTO_HELLO), "HELLO");
 	assert_string_equal(proto_op_name(PROTO_CLONE), "CLONE");
+	assert_string_equal(proto_op_name(PROTO_SNAP_READ), "SNAP_READ");
+	assert_string_equal(proto_op_name(PROTO_SNAP_HASH), "SNAP_HASH");
 	assert_string_equal(proto_op_name(0), "UNKNOWN");
 	assert_string_equal(proto_op_name(PROTO_OP_MAX), "UNKNOWN");
 	for (uint16_t op = 1; op < PROTO_OP_MAX; op++)
