@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static void tick(void *arg);
 static void conn_hello_done(struct tio *io, int res, const uint8_t *p, uint32_t len);
 
@@ -180,13 +179,20 @@ static int parse_info(const uint8_t *p, uint32_t len, struct store_info *in)
 
 /* ---- reconnecting a stale replica ---- */
 
-static void target_returned(struct target *t)
+void eng_target_rejoin(struct target *t)
 {
 	struct engine *e = t->e;
 	t->error[0] = 0;
 	t->state = T_REBUILDING;
 	resync_start(t);
 	eng_kick(e);
+}
+
+/* Its snapshots first (engine_snapsync.c), then its head. */
+static void target_returned(struct target *t)
+{
+	t->error[0] = 0;
+	snapsync_start(t);
 }
 
 /* Last step of a reconnection: a replica that missed a resize grows first. */
@@ -270,7 +276,7 @@ static void conn_hello_done(struct tio *io, int res, const uint8_t *p, uint32_t 
 static void try_reconnect(struct target *t)
 {
 	struct engine *e = t->e;
-	if (t->state != T_STALE || t->diverged || t->conn || e->fenced || e->closing)
+	if (t->state != T_STALE || t->diverged || t->conn || t->ss || e->fenced || e->closing)
 		return;
 	t->last_try = loop_now_ms();
 	if (t->store) {
@@ -309,8 +315,10 @@ void eng_fence(struct engine *e)
 	if (e->fenced)
 		return;
 	e->fenced = true;
-	for (uint32_t i = 0; i < e->ntargets; i++)
+	for (uint32_t i = 0; i < e->ntargets; i++) {
 		resync_cancel(e->t[i]);
+		snapsync_cancel(e->t[i]);
+	}
 	eio_expire(e, 0);
 	eio_release_barrier(e);
 }
@@ -569,6 +577,8 @@ static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	}
 	if (q->nok && q->op == PROTO_RESIZE)
 		e->size = q->arg64;
+	if (q->op != PROTO_RESIZE && q->op != PROTO_CLONE)
+		e->snap_gen++;
 	/* Done where it counts: on a majority, the ones that failed now out of sync. */
 	if (q->nok >= eng_quorum(e) && !e->fenced)
 		q->res = 0;
@@ -578,15 +588,16 @@ static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 }
 
 /*
- * A replica out of sync during a snapshot op misses it. Its head can still be made right by
- * a full rebuild (hash compare: its bitmap does not describe what a revert changed), but its
- * layer chain lacks the op. TODO: copy snapshot layers from a peer; until then such a
- * replica serves the right head but fails (and is ejected) on a revert to a snapshot it
- * lacks. A missed resize is made up when it reconnects.
+ * A replica out of sync during a snapshot op misses it; the snapshot catch-up
+ * (engine_snapsync.c) replays creates, deletes and reverts when it returns. Its dirty bitmap
+ * stays valid across a create or delete (the head's differences are still the grains written
+ * since it left), not across a revert (the source discarded head writes the bitmap does not
+ * name), so a revert makes its head resync compare everything. A missed resize is made up
+ * when it reconnects; a missed clone is not (the clone lists only the replicas that got it).
  */
 static void snap_missed(struct target *t, uint16_t op)
 {
-	if (op == PROTO_SNAP_DELETE || op == PROTO_CLONE || t->diverged)
+	if (op == PROTO_CLONE || t->diverged)
 		return;
 	if (op == PROTO_RESIZE) {
 		/* It is grown when it reconnects (reconnect_ready); its bitmap stays valid. */
@@ -594,10 +605,34 @@ static void snap_missed(struct target *t, uint16_t op)
 			eng_eject(t, -EXDEV, "missed a resize");
 		return;
 	}
-	t->need_full = true;
-	t->dirty_changed = true; /* drops its persisted bitmap at the next flush */
-	if (t->state == T_REBUILDING)
-		resync_start(t); /* again, comparing everything */
+	if (op == PROTO_SNAP_REVERT) {
+		t->need_full = true;
+		t->dirty_changed = true; /* drops its persisted bitmap at the next flush */
+	}
+	if (t->state == T_REBUILDING && (t->store || (t->conn && t->conn->ready)))
+		snapsync_start(t); /* again: it must get this op first */
+}
+
+/* The clone's replica set is the replicas it is made on (the in-sync ones), so it never
+ * names a node that lacks its replica. */
+static int clone_members(struct qop *q)
+{
+	struct engine *e = q->e;
+	json_error_t jerr;
+	json_t *j = json_loads(q->json, 0, &jerr), *m = json_array();
+	for (uint32_t i = 0; j && m && i < e->ntargets; i++)
+		if (e->t[i]->state == T_INSYNC)
+			json_array_append_new(m, json_string(e->t[i]->node));
+	char *txt = NULL;
+	if (j && m && json_object_set(j, "members", m) == 0)
+		txt = json_dumps(j, JSON_COMPACT);
+	json_decref(m);
+	json_decref(j);
+	if (!txt)
+		return -ENOMEM;
+	free(q->json);
+	q->json = txt;
+	return 0;
 }
 
 /* Sends q->op to every in-sync replica; the others can no longer follow the layer chain. */
@@ -614,6 +649,13 @@ static void snap_run(struct qop *q)
 		loop_defer(e->l, qop_defer_end, q);
 		return;
 	}
+	if (q->op != PROTO_RESIZE && q->op != PROTO_CLONE)
+		e->snap_gen++;
+	if (q->op == PROTO_CLONE && clone_members(q) < 0) {
+		q->res = -ENOMEM;
+		loop_defer(e->l, qop_defer_end, q);
+		return;
+	}
 	q->pending = 1;
 	for (uint32_t i = 0; i < e->ntargets; i++) {
 		struct target *t = e->t[i];
@@ -623,7 +665,14 @@ static void snap_run(struct qop *q)
 		}
 		struct tio *io = &q->tio[i];
 		tio_prep(io, t, q->op, snap_done, q);
-		if (q->op == PROTO_CLONE) {
+		if (q->op == PROTO_SNAP_CREATE) {
+			/* name NUL identity: every replica records the same identity */
+			int n = snprintf(q->pl, sizeof(q->pl), "%s", q->name);
+			n += 1 +
+			     snprintf(q->pl + n + 1, sizeof(q->pl) - (size_t)n - 1, "%s", q->sid);
+			io->payload = q->pl;
+			io->plen = (uint32_t)n;
+		} else if (q->op == PROTO_CLONE) {
 			io->payload = q->json;
 			io->plen = (uint32_t)strlen(q->json);
 		} else if (q->op == PROTO_RESIZE) {
@@ -658,6 +707,11 @@ static int snap_op(struct engine *e, uint16_t op, const char *name, char *json, 
 	q->op = op;
 	q->json = json;
 	q->arg64 = arg64;
+	if (op == PROTO_SNAP_CREATE && eng_snap_id(q->sid) < 0) {
+		free(q->json);
+		free(q);
+		return -EIO;
+	}
 	if (name)
 		snprintf(q->name, sizeof(q->name), "%s", name);
 	qop_enqueue(e, q);
@@ -909,8 +963,10 @@ static void engine_die(struct engine *e, int res, engine_cb cb, void *arg)
 	e->close_cb = cb;
 	e->close_arg = arg;
 	e->close_res = res;
-	for (uint32_t i = 0; i < e->ntargets; i++)
+	for (uint32_t i = 0; i < e->ntargets; i++) {
 		resync_cancel(e->t[i]);
+		snapsync_cancel(e->t[i]);
+	}
 	e->dying = true;
 	e->open = false;
 	/* Guest I/O still queued cannot run any more. */
@@ -1068,7 +1124,9 @@ static void open_finish(struct engine *e)
 	e->last_reconnect = loop_now_ms();
 	for (uint32_t i = 0; i < e->ntargets; i++) {
 		struct target *t = e->t[i];
-		if (t->state == T_REBUILDING || t->suspect)
+		if (t->state == T_REBUILDING)
+			snapsync_start(t); /* it may have missed snapshot ops */
+		else if (t->suspect)
 			resync_start(t);
 	}
 	e->open_cb(e->open_arg, 0);
@@ -1180,11 +1238,9 @@ static void open_decide(struct engine *e)
 			}
 			continue;
 		}
-		if (!insync_auth[i] && t->probed && t->info.nsnapshots != ref->info.nsnapshots) {
-			/* Missed snapshot ops: see snap_missed(). */
-			t->need_full = true;
-			t->dirty_changed = true;
-		} else if (!insync_auth[i]) {
+		/* Missed snapshot ops are replayed by the catch-up; a missed revert already
+		 * dropped its bitmap (snap_missed()), so it is rebuilt by hash. */
+		if (!insync_auth[i]) {
 			struct tio *io = calloc(1, sizeof(*io) + STORE_NAME_MAX);
 			if (!io) {
 				t->need_full = true;

@@ -96,6 +96,8 @@ struct target {
 	bool probed, probe_pending, accepted;
 	struct store_info info;
 	int probe_err;
+	/* snapshot catch-up (engine_snapsync.c), before the resync */
+	struct snapsync *ss;
 	/* resync */
 	struct resync *rs;
 	uint64_t resync_copied, resync_total, resync_done;
@@ -142,7 +144,9 @@ struct qop {
 	/* op data */
 	uint16_t op;
 	char name[STORE_NAME_MAX];
-	char *json; /* payload (clone) */
+	char *json;		     /* payload (clone) */
+	char sid[STORE_SNAP_ID_MAX]; /* SNAP_CREATE: the new snapshot's identity */
+	char pl[STORE_NAME_MAX + STORE_SNAP_ID_MAX + 1];
 	uint64_t arg64;
 	int pending;
 	int res;
@@ -218,6 +222,7 @@ struct engine {
 	uint64_t open_gen;	/* membership generation that must be persisted to open */
 	struct store_info auth; /* INFO of the authoritative replica at open */
 	struct target *auth_t;
+	uint64_t snap_gen; /* bumped when a snapshot op starts and ends (catch-up re-checks) */
 };
 
 /* engine.c */
@@ -234,6 +239,8 @@ void eng_set_insync(struct target *t);
 void eng_kick(struct engine *e);
 uint64_t eng_long_timeout(const struct engine *e);
 void eng_try_free(struct engine *e);
+/* A returned replica whose snapshots match: resync its head (bitmap or hash). */
+void eng_target_rejoin(struct target *t);
 
 /* engine_io.c */
 void tio_submit(struct tio *io);
@@ -249,6 +256,11 @@ void eng_mark_written(struct engine *e, uint64_t off, uint64_t len);
 bool eng_write_overlaps(struct engine *e, uint64_t off, uint64_t len);
 bool eng_grain_locked(struct engine *e, uint64_t off, uint64_t len);
 extern const struct bdev_ops engine_bdev_ops;
+
+/* engine_snapsync.c */
+void snapsync_start(struct target *t);
+void snapsync_cancel(struct target *t);
+int eng_snap_id(char out[STORE_SNAP_ID_MAX]);
 
 /* engine_resync.c */
 void resync_start(struct target *t);

@@ -845,8 +845,8 @@ static void test_local_behind(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
-/* A replica down during a snapshot create comes back through a full (hash) rebuild of its
- * head, since its bitmap cannot describe the snapshot. */
+/* A replica down during a snapshot create gets the snapshot by catch-up, then its head by
+ * its bitmap. */
 static void test_snapshot_while_stale(void **state)
 {
 	struct env *env = *state;
@@ -869,8 +869,9 @@ static void test_snapshot_while_stale(void **state)
 	struct engine_replica_status st[NSRV];
 	get_status(e, st);
 	int k = find_node(st, "n3");
-	assert_true(st[k].resync_full);
-	assert_int_equal(st[k].resync_copied, 2 * ENGINE_GRAIN);
+	/* The catch-up copies s1's one differing grain; its bitmap stays valid for the head. */
+	assert_false(st[k].resync_full);
+	assert_int_equal(st[k].resync_copied, 3 * ENGINE_GRAIN);
 	verify_clean(env, e);
 	check_all(env, e);
 	assert_int_equal(close_engine(env, e), 0);
@@ -1303,6 +1304,221 @@ static void test_clone(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* ---- snapshot catch-up ---- */
+
+static bool merges_done(void *arg)
+{
+	struct env *env = arg;
+	for (int i = 0; i < NSRV; i++) {
+		struct store *s;
+		struct store_snap *sn;
+		uint32_t n;
+		if (!env->srv[i] || replica_server_store(env->srv[i], VOL, &s) < 0)
+			continue;
+		assert_int_equal(store_snapshot_list(s, &sn, &n), 0);
+		bool deleting = false;
+		for (uint32_t k = 0; k < n; k++)
+			deleting |= sn[k].deleting;
+		free(sn);
+		if (deleting)
+			return false;
+	}
+	return true;
+}
+
+/* Every replica has the same snapshots (identity, name, order, parent, chain membership) and
+ * the same content in each, extent by extent; returns how many there are. */
+static uint32_t snaps_equal(struct env *env)
+{
+	assert_true(run_until(env, merges_done, env, 10000));
+	struct store_snap *ref = NULL;
+	uint32_t nref = 0;
+	struct store *s0 = NULL;
+	uint64_t *h0 = malloc(VSIZE / ENGINE_GRAIN * 8), *h = malloc(VSIZE / ENGINE_GRAIN * 8);
+	assert_non_null(h0);
+	assert_non_null(h);
+	for (int i = 0; i < NSRV; i++) {
+		struct store *s;
+		struct store_snap *sn;
+		uint32_t n;
+		assert_int_equal(replica_server_store(env->srv[i], VOL, &s), 0);
+		assert_int_equal(store_snapshot_list(s, &sn, &n), 0);
+		if (!ref) {
+			ref = sn;
+			nref = n;
+			s0 = s;
+			continue;
+		}
+		if (n != nref)
+			fail_msg("%s has %u snapshots, %s has %u", env->node[i], n, env->node[0],
+				 nref);
+		for (uint32_t k = 0; k < n; k++) {
+			assert_string_equal(sn[k].name, ref[k].name);
+			assert_string_equal(sn[k].id, ref[k].id);
+			assert_string_equal(sn[k].parent_id, ref[k].parent_id);
+			assert_int_equal(sn[k].in_head_chain, ref[k].in_head_chain);
+			assert_int_equal(store_snap_hash(s0, ref[k].id, 0, VSIZE, ENGINE_GRAIN, h0),
+					 0);
+			assert_int_equal(store_snap_hash(s, sn[k].id, 0, VSIZE, ENGINE_GRAIN, h),
+					 0);
+			for (uint64_t g = 0; g < VSIZE / ENGINE_GRAIN; g++)
+				if (h[g] != h0[g])
+					fail_msg("snapshot %s differs on %s at grain %llu",
+						 sn[k].name, env->node[i], (unsigned long long)g);
+		}
+		free(sn);
+	}
+	free(ref);
+	free(h0);
+	free(h);
+	return nref;
+}
+
+static void snap_op_ok(struct env *env, struct engine *e,
+		       int (*op)(struct engine *, const char *, engine_cb, void *),
+		       const char *name)
+{
+	struct done d = {0};
+	assert_int_equal(op(e, name, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+}
+
+static uint64_t copied_of(struct engine *e, const char *node)
+{
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	return st[find_node(st, node)].resync_copied;
+}
+
+/* A replica down during snapshot creates gets them (same identities, same content) when it
+ * returns to a running engine, and again when an engine opens with it behind. */
+static void test_snapshot_catchup_create(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	wpat(env, e, 0xa1, 2u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_create, "s0");
+	/* Two flushes: no grain counts as possibly unflushed when n3 goes. */
+	assert_int_equal(eng_flush(env, e), 0);
+	assert_int_equal(eng_flush(env, e), 0);
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+	wpat(env, e, 0xb2, 5u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_create, "s1");
+	wpat(env, e, 0xc3, 9u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_create, "s2");
+	wpat(env, e, 0xd4, 12u << 20, 65536);
+	assert_int_equal(start_server(env, 2), 0);
+	wait_healthy(env, e);
+	assert_int_equal(snaps_equal(env), 3);
+	/* s1 and s2 differ from what n3 had by one grain each; the head by three. */
+	assert_int_equal(copied_of(e, "n3"), 5 * ENGINE_GRAIN);
+	verify_clean(env, e);
+	check_all(env, e);
+
+	/* Behind at open: the new engine catches it up before resyncing. */
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+	wpat(env, e, 0xe5, 20u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_create, "s3");
+	wpat(env, e, 0xf6, 30u << 20, 65536);
+	assert_int_equal(close_engine(env, e), 0);
+	assert_int_equal(start_server(env, 2), 0);
+	assert_int_equal(open_engine(env, &e), 0);
+	wait_healthy(env, e);
+	assert_int_equal(snaps_equal(env), 4);
+	verify_clean(env, e);
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
+/* Deletes and a revert while a replica is down: it loses the deleted snapshots (also one
+ * whose name was re-used for a new snapshot), follows the revert, and gets the new one. */
+static void test_snapshot_catchup_delete_revert(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	uint8_t *at_s0 = malloc(VSIZE);
+	assert_non_null(at_s0);
+	wpat(env, e, 0x11, 2u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_create, "s0");
+	memcpy(at_s0, env->model, VSIZE);
+	wpat(env, e, 0x22, 4u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_create, "s1");
+	wpat(env, e, 0x33, 6u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_create, "s2");
+	wpat(env, e, 0x44, 7u << 20, 65536);
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+
+	snap_op_ok(env, e, engine_snapshot_delete, "s1");
+	snap_op_ok(env, e, engine_snapshot_revert, "s0");
+	memcpy(env->model, at_s0, VSIZE);
+	wpat(env, e, 0x55, 8u << 20, 65536);
+	assert_true(run_until(env, merges_done, env, 10000)); /* the name is free again */
+	snap_op_ok(env, e, engine_snapshot_create, "s1");     /* a new s1 */
+	wpat(env, e, 0x66, 10u << 20, 65536);
+	assert_true(run_until(env, merges_done, env, 10000));
+
+	assert_int_equal(start_server(env, 2), 0);
+	wait_healthy(env, e);
+	assert_int_equal(snaps_equal(env), 3); /* s0, s2 (off the head chain), the new s1 */
+	struct store *s;
+	struct store_snap *sn;
+	uint32_t n;
+	assert_int_equal(replica_server_store(env->srv[2], VOL, &s), 0);
+	assert_int_equal(store_snapshot_list(s, &sn, &n), 0);
+	assert_string_equal(sn[1].name, "s2");
+	assert_false(sn[1].in_head_chain);
+	assert_string_equal(sn[2].name, "s1");
+	assert_true(sn[2].in_head_chain);
+	free(sn);
+	verify_clean(env, e);
+	check_all(env, e);
+
+	/* Reverting to what it caught up works the same everywhere. */
+	snap_op_ok(env, e, engine_snapshot_revert, "s2");
+	struct engine_replica_status st[NSRV];
+	get_status(e, st);
+	for (int i = 0; i < NSRV; i++)
+		assert_int_equal(st[i].state, ENGINE_HEALTHY);
+	verify_clean(env, e);
+	free(at_s0);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
+/* A clone made while a replica is down lists only the replicas it was made on. */
+static void test_clone_while_stale(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	wpat(env, e, 0x77, 0, 4096);
+	snap_op_ok(env, e, engine_snapshot_create, "base");
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+	wpat(env, e, 0x78, 4096, 4096); /* the engine notices n3 is gone */
+	struct stale_wait sw = {e, "n3"};
+	assert_true(run_until(env, node_stale, &sw, 5000));
+	struct done d = {0};
+	assert_int_equal(engine_clone(e, "base", "vol2", done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	for (int i = 0; i < 2; i++) {
+		struct store *s;
+		struct store_info in;
+		assert_int_equal(replica_server_store(env->srv[i], "vol2", &s), 0);
+		assert_int_equal(store_get_info(s, &in), 0);
+		assert_int_equal(in.nmembers, 2);
+		for (uint32_t k = 0; k < in.nmembers; k++)
+			assert_string_not_equal(in.members[k].node, "n3");
+	}
+	assert_int_equal(start_server(env, 2), 0);
+	wait_healthy(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 int main(void)
 {
 	srand((unsigned)getpid());
@@ -1326,6 +1542,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_local_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_timeout_eject, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_create, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_delete_revert, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clone_while_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chaos, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unclean_late_return, setup, teardown),
