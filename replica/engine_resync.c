@@ -9,6 +9,10 @@
  * its copy is written. Rebuild hashes ranges on both sides first (no lock needed: the target
  * receives every write, so a difference seen at any moment is a grain to copy) and feeds
  * differing grains into the same copy machinery.
+ *
+ * A bitmap resync checkpoints every ENGINE_CKPT_BYTES copied (and every ENGINE_CKPT_MS while
+ * copying): new copies wait, the target is flushed (the cleared bits' copies are durable),
+ * then the bitmaps are persisted on the in-sync replicas, so the next engine resumes there.
  */
 #include "engine_int.h"
 
@@ -17,6 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Checkpoints of a bitmap resync: after this much copied, or this long while copying. */
+#define ENGINE_CKPT_BYTES (64ull << 20)
+#define ENGINE_CKPT_MS 2000
 
 struct copy {
 	struct resync *rs;
@@ -45,12 +53,17 @@ struct resync {
 	int ncopies;
 	bool finishing;
 	struct tio fl;
+	/* checkpoint: no copy in flight, flush the target, persist the bitmaps */
+	uint64_t ckpt_bytes; /* copied since the last checkpoint */
+	uint64_t ckpt_at;    /* when it ended (ms) */
+	bool ckpt_want, ckpt_busy;
+	struct tio ckpt_fl;
 	struct copy c[ENGINE_RESYNC_PAR];
 };
 
 static void rs_free_if_idle(struct resync *rs)
 {
-	if (!rs->cancelled || rs->ncopies || rs->hash_busy || rs->finishing)
+	if (!rs->cancelled || rs->ncopies || rs->hash_busy || rs->finishing || rs->ckpt_busy)
 		return;
 	for (int i = 0; i < ENGINE_RESYNC_PAR; i++)
 		free(rs->c[i].buf);
@@ -101,6 +114,7 @@ void resync_start(struct target *t)
 		return; /* retried: the target stays rebuilding and the tick pumps */
 	rs->t = t;
 	rs->hash_mode = t->need_full;
+	rs->ckpt_at = loop_now_ms();
 	t->rs = rs;
 	t->resync_full = rs->hash_mode;
 	t->resync_copied = 0;
@@ -162,8 +176,10 @@ static void copy_wr_done(struct tio *io, int res, const uint8_t *p, uint32_t len
 			bitmap_clear_range(&t->dirty, c->grain, 1);
 			t->dirty_changed = true;
 			t->resync_copied += c->len;
-			if (!rs->hash_mode)
+			if (!rs->hash_mode) {
 				t->resync_done += c->len;
+				rs->ckpt_bytes += c->len;
+			}
 			/* not durable on t until the next flush */
 			eng_mark_written(e, c->grain * ENGINE_GRAIN, c->len);
 		} else {
@@ -369,6 +385,62 @@ static void finish_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	}
 }
 
+static void ckpt_persisted(void *arg, int res)
+{
+	(void)res; /* a failed persist is retried: the bitmap stays marked changed */
+	struct resync *rs = arg;
+	struct engine *e = rs->t->e;
+	rs->ckpt_busy = false;
+	if (rs->cancelled || e->dying) {
+		rs_free_if_idle(rs);
+		return;
+	}
+	rs->ckpt_bytes = 0;
+	rs->ckpt_at = loop_now_ms();
+	eng_kick(e);
+}
+
+static void ckpt_flushed(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	(void)p;
+	(void)len;
+	struct resync *rs = io->ctx;
+	struct engine *e = io->t->e;
+	if (rs->cancelled || e->dying) {
+		rs->ckpt_busy = false;
+		rs_free_if_idle(rs);
+		return;
+	}
+	if (res < 0) {
+		rs->ckpt_busy = false;
+		handle_err(e, rs->t, res, "resync checkpoint flush failed");
+		return;
+	}
+	/* Every cleared bit is durable on the target now: record them where the next engine
+	 * looks, so an interrupted resync does not copy them again. */
+	resync_persist_bitmaps(e, ckpt_persisted, rs);
+}
+
+/* True while a checkpoint holds new copies back. */
+static bool ckpt_pump(struct resync *rs)
+{
+	struct target *t = rs->t;
+	if (rs->ckpt_busy)
+		return true;
+	if (!rs->ckpt_want && !rs->hash_mode && rs->ckpt_bytes && !bitmap_empty(&t->dirty) &&
+	    (rs->ckpt_bytes >= ENGINE_CKPT_BYTES || loop_now_ms() - rs->ckpt_at >= ENGINE_CKPT_MS))
+		rs->ckpt_want = true;
+	if (!rs->ckpt_want)
+		return false;
+	if (rs->ncopies)
+		return true; /* the copies in flight end first */
+	rs->ckpt_want = false;
+	rs->ckpt_busy = true;
+	tio_prep(&rs->ckpt_fl, t, PROTO_FLUSH, ckpt_flushed, rs);
+	tio_submit(&rs->ckpt_fl);
+	return true;
+}
+
 void resync_pump(struct target *t)
 {
 	struct resync *rs = t->rs;
@@ -391,6 +463,8 @@ void resync_pump(struct target *t)
 	}
 	if (!src || e->qops || e->hold_writes)
 		return; /* the tick tries again */
+	if (ckpt_pump(rs))
+		return;
 	if (rs->hash_mode && !rs->hash_busy && rs->hash_pos < e->size)
 		hash_next(rs, src);
 	while (rs->ncopies < ENGINE_RESYNC_PAR && copy_next(rs, src))

@@ -1519,6 +1519,119 @@ static void test_clone_while_stale(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* ---- resync checkpoints ---- */
+
+#define BIG "big"
+#define BIGSIZE (256ull << 20)
+#define BIG_DIRTY 200u
+
+static int open_big(struct env *env, struct engine **e)
+{
+	struct engine_params p = {
+	    .volume = BIG,
+	    .local_node = env->node[0],
+	    .local = env->srv[0],
+	    .naddrs = NSRV,
+	    .addrs = env->addrs,
+	    .io_timeout_ms = TIMEOUT_MS,
+	};
+	struct done d = {0};
+	int r = engine_open(env->l, &p, e, done_cb, &d);
+	if (r < 0)
+		return r;
+	r = wait_done(env, &d, 10000);
+	for (int i = 0; i < 4 && r == 0; i++) {
+		if (!env->open[i]) {
+			env->open[i] = *e;
+			break;
+		}
+	}
+	return r;
+}
+
+/* Dirty grains of n3 as persisted on n1. */
+static uint64_t persisted_dirty(struct env *env)
+{
+	struct store *s;
+	uint32_t grain;
+	uint8_t *bits;
+	size_t n;
+	assert_int_equal(replica_server_store(env->srv[0], BIG, &s), 0);
+	assert_int_equal(store_get_dirty(s, "n3", &grain, &bits, &n), 0);
+	assert_int_equal(grain, ENGINE_GRAIN);
+	uint64_t c = 0;
+	for (size_t i = 0; i < n; i++)
+		c += (uint64_t)__builtin_popcount(bits[i]);
+	free(bits);
+	return c;
+}
+
+struct copied_wait {
+	struct engine *e;
+	uint64_t min;
+};
+
+static bool copied_enough(void *arg)
+{
+	struct copied_wait *w = arg;
+	return copied_of(w->e, "n3") >= w->min;
+}
+
+/* A long bitmap resync persists its progress as it goes (every 64 MiB): an engine that dies
+ * half way leaves a bitmap that no longer names what was copied, and the next engine's
+ * resync copies only the rest. */
+static void test_resync_checkpoint(void **state)
+{
+	struct env *env = *state;
+	struct store_member m[NSRV];
+	for (int i = 0; i < NSRV; i++) {
+		snprintf(m[i].node, sizeof(m[i].node), "%s", env->node[i]);
+		m[i].in_sync = true;
+	}
+	for (int i = 0; i < NSRV; i++)
+		assert_int_equal(replica_server_create(env->srv[i], BIG, BIGSIZE, m, NSRV), 0);
+	struct engine *e1, *e2;
+	assert_int_equal(open_big(env, &e1), 0);
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+	uint8_t buf[4096];
+	for (uint32_t g = 0; g < BIG_DIRTY; g++) {
+		memset(buf, (int)g + 1, sizeof(buf));
+		assert_int_equal(
+		    eng_write(env, e1, (uint64_t)g * ENGINE_GRAIN, sizeof(buf), buf, 0), 0);
+	}
+	assert_int_equal(eng_flush(env, e1), 0);
+	uint64_t before = persisted_dirty(env);
+	assert_true(before >= BIG_DIRTY);
+
+	assert_int_equal(start_server(env, 2), 0);
+	struct copied_wait w = {e1, 100ull << 20};
+	assert_true(run_until(env, copied_enough, &w, 20000));
+	/* No guest flush happened: only a checkpoint can have persisted the progress. */
+	uint64_t mid = persisted_dirty(env);
+	if (mid + 64 > before)
+		fail_msg("persisted bitmap still has %llu of %llu grains", (unsigned long long)mid,
+			 (unsigned long long)before);
+
+	/* e1 dies (a new engine fences it); e2 finishes the job. */
+	assert_int_equal(open_big(env, &e2), 0);
+	wait_healthy(env, e2);
+	assert_true(copied_of(e2, "n3") <= (uint64_t)(BIG_DIRTY - 64) * ENGINE_GRAIN);
+	char *json = NULL;
+	struct done d = {0};
+	assert_int_equal(engine_verify(e2, &json, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 20000), 0);
+	json_error_t jerr;
+	json_t *j = json_loads(json, 0, &jerr);
+	assert_non_null(j);
+	assert_int_equal(json_integer_value(json_object_get(j, "checked")), BIGSIZE / ENGINE_GRAIN);
+	assert_int_equal(json_array_size(json_object_get(j, "differ")), 0);
+	json_decref(j);
+	free(json);
+	assert_int_equal(close_engine(env, e2), 0);
+	assert_int_equal(close_engine(env, e1), -ESTALE);
+}
+
 int main(void)
 {
 	srand((unsigned)getpid());
@@ -1545,6 +1658,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_delete_revert, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone_while_stale, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resync_checkpoint, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chaos, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unclean_late_return, setup, teardown),
