@@ -82,6 +82,9 @@ struct vol *node_vol_find(struct node *n, const char *name);
 /* Control thread: attaches vol; reattach: only while attachments.json lists it. */
 int node_attach_impl(struct node *n, const char *vol, bool reattach, bool force, json_t **out,
 		     struct node_err *e);
+/* Loop thread: if v's engine found out it is fenced, stops exporting v, forgets it in
+ * attachments.json, closes it (logged) and returns true. */
+bool node_vol_drop_fenced(struct vol *v);
 /* Loop thread: closes every engine, then calls node_shutdown_done(). */
 void node_vol_shutdown(struct node *n);
 void node_shutdown_done(struct node *n);

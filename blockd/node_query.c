@@ -188,8 +188,10 @@ static void attachments_on_loop(void *arg)
 	struct q *q = arg;
 	struct node *n = q->n;
 	q->out = json_array();
-	for (struct vol *v = n->vols; v; v = v->next) {
-		if (!v->attached || v->st != VOL_OPEN)
+	for (struct vol *v = n->vols, *next; v; v = next) {
+		next = v->next; /* dropping a fenced volume may free it */
+		/* A fenced engine is not attached any more, whatever it last believed. */
+		if (!v->attached || v->st != VOL_OPEN || node_vol_drop_fenced(v))
 			continue;
 		char url[256];
 		snprintf(url, sizeof(url), "nbd://%s:%u/%s", n->self->host, n->self->nbd_port,

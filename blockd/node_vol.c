@@ -619,6 +619,14 @@ static void vol_fenced(void *arg)
 	vol_begin_close(v);
 }
 
+bool node_vol_drop_fenced(struct vol *v)
+{
+	if (v->st != VOL_OPEN || !engine_fenced(v->e))
+		return false;
+	vol_fenced(v);
+	return true;
+}
+
 static void op_log(struct node *n, const char *vol, enum node_op op, const struct node_op_args *a,
 		   int r)
 {

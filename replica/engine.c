@@ -819,6 +819,11 @@ uint64_t engine_epoch(struct engine *e)
 	return e->epoch;
 }
 
+bool engine_fenced(struct engine *e)
+{
+	return e->fenced;
+}
+
 int engine_replicas(struct engine *e, struct engine_replica_status *out, uint32_t *n)
 {
 	uint32_t max = *n;

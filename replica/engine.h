@@ -80,6 +80,9 @@ int engine_close(struct engine *e, engine_cb cb, void *arg);
 struct bdev engine_bdev(struct engine *e);
 uint64_t engine_size(struct engine *e);
 uint64_t engine_epoch(struct engine *e);
+/* True once a replica answered -ESTALE: a newer engine owns the volume and this one can never
+ * serve it again (close it). */
+bool engine_fenced(struct engine *e);
 
 int engine_replicas(struct engine *e, struct engine_replica_status *out, uint32_t *n);
 
@@ -89,7 +92,8 @@ int engine_snapshot_delete(struct engine *e, const char *name, engine_cb cb, voi
 int engine_snapshot_revert(struct engine *e, const char *name, engine_cb cb, void *arg);
 /* *json receives a malloc'd JSON array (see SNAP_LIST) when cb runs with 0. */
 int engine_snapshot_list(struct engine *e, char **json, engine_cb cb, void *arg);
-/* Clone snapshot into a new volume new_name on the same replica nodes. */
+/* Clone snapshot into a new volume new_name on the nodes of the in-sync replicas (the clone's
+ * replica set lists only those). */
 int engine_clone(struct engine *e, const char *snap, const char *new_name, engine_cb cb,
 		 void *arg);
 int engine_resize(struct engine *e, uint64_t size, engine_cb cb, void *arg);

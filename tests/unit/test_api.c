@@ -478,6 +478,8 @@ static void test_force_attach(void **state)
 	nbd_client_free(n);
 	assert_int_equal(api_start(c->node[1], "127.0.0.1", c->cfg.nodes[1].http_port, &c->api[1]),
 			 0);
+	/* Its engine found out by that write: the listing no longer shows it. */
+	assert_false(attached_on(c, 1, "vf"));
 	assert_int_equal(req(c, 1, "POST", "/v1/volumes/vf/snapshots", "{\"name\":\"x\"}", NULL),
 			 409);
 	assert_false(attached_on(c, 1, "vf"));
