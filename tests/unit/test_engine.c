@@ -1489,6 +1489,35 @@ static void test_snapshot_catchup_delete_revert(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* The local replica is the one that missed snapshot ops (made by an engine elsewhere): the
+ * next local engine catches it up from a remote source through the local target. */
+static void test_snapshot_catchup_local(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine_at(env, &e, false), 0);
+	wpat(env, e, 0x12, 1u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_create, "a");
+	assert_int_equal(eng_flush(env, e), 0);
+	assert_int_equal(eng_flush(env, e), 0);
+	replica_server_free(env->srv[0]);
+	env->srv[0] = NULL;
+	wpat(env, e, 0x23, 3u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_delete, "a");
+	snap_op_ok(env, e, engine_snapshot_create, "b");
+	wpat(env, e, 0x34, 5u << 20, 65536);
+	assert_int_equal(close_engine(env, e), 0);
+
+	assert_int_equal(start_server(env, 0), 0);
+	assert_int_equal(open_engine(env, &e), 0);
+	assert_non_null(target_of(e, "n1")->store);
+	wait_healthy(env, e);
+	assert_int_equal(snaps_equal(env), 1);
+	verify_clean(env, e);
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 /* A clone made while a replica is down lists only the replicas it was made on. */
 static void test_clone_while_stale(void **state)
 {
@@ -1657,6 +1686,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_delete_revert, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_local, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone_while_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_checkpoint, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
