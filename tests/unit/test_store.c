@@ -581,6 +581,89 @@ static void test_snapshot_revert(void **state)
 	free(m2);
 }
 
+/* Snapshot identities survive a reopen; a view as of a snapshot reads and hashes exactly that
+ * snapshot's content (also while a deleted ancestor merges into it, and across sub-block
+ * writes); revert to the root gives an empty chain. */
+static void test_snapshot_views(void **state)
+{
+	struct fx *f = *state;
+	uint64_t size = 8 * MIB;
+	uint8_t *m1 = calloc(1, size), *m2 = malloc(size), *buf = malloc(size);
+	uint64_t h[8], hv[8];
+	struct store *s;
+	assert_int_equal(store_create(f->l, f->dir, "vol", size, &s), 0);
+	mwrite(s, f->l, m1, 0, 2 * MIB, 21);
+	mwrite(s, f->l, m1, 5 * MIB + 3, 1000, 22);
+	assert_int_equal(store_snapshot_create_id(s, "s1", "id-1"), 0);
+	assert_int_equal(store_snapshot_create_id(s, "other", "id-1"), -EEXIST);
+	assert_int_equal(store_snapshot_create_id(s, "x", "bad id"), -EINVAL);
+	memcpy(m2, m1, size);
+	mwrite(s, f->l, m2, 1 * MIB + 5, 2 * MIB, 23);
+	assert_int_equal(store_snapshot_create(s, "s2"), 0); /* a generated identity */
+	mwrite(s, f->l, m2, 7 * MIB, 10, 24);		     /* head only */
+	struct store_snap *v;
+	uint32_t n;
+	assert_int_equal(store_snapshot_list(s, &v, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].id, "id-1");
+	assert_string_equal(v[0].parent_id, "");
+	assert_true(strlen(v[1].id) > 8);
+	assert_string_equal(v[1].parent_id, "id-1");
+	char id2[STORE_SNAP_ID_MAX];
+	snprintf(id2, sizeof(id2), "%s", v[1].id);
+	free(v);
+
+	store_close(s);
+	assert_int_equal(store_open(f->l, f->dir, &s), 0);
+	assert_int_equal(store_snapshot_list(s, &v, &n), 0);
+	assert_string_equal(v[0].id, "id-1");
+	assert_string_equal(v[1].id, id2);
+	free(v);
+
+	/* s1's view; s2's view lacks the head-only write. */
+	assert_int_equal(store_snap_read(s, "id-1", 0, (uint32_t)size, buf), 0);
+	assert_memory_equal(buf, m1, size);
+	assert_int_equal(store_snap_read(s, id2, 7 * MIB, 10, buf), 0);
+	assert_memory_equal(buf, m1 + 7 * MIB, 10);
+	assert_int_equal(store_snap_read(s, id2, 1 * MIB + 3, 100, buf), 0);
+	assert_memory_equal(buf, m2 + 1 * MIB + 3, 100);
+	assert_int_equal(store_snap_read(s, "nope", 0, 4096, buf), -ENOENT);
+	assert_int_equal(store_snap_read(s, "id-1", size - 10, 11, buf), -EINVAL);
+	/* A view hashes like a head with the same content. */
+	assert_int_equal(store_snap_hash(s, "id-1", 0, size, (uint32_t)MIB, hv), 0);
+	assert_int_equal(store_hash(s, 0, size, (uint32_t)MIB, h), 0);
+	assert_true(hv[0] == h[0]);
+	assert_true(hv[1] != h[1]);
+	for (int i = 0; i < 8; i++)
+		assert_true(hv[i] == XXH3_64bits(m1 + (uint64_t)i * MIB, MIB));
+
+	/* Deleting s1 merges it into s2: s2's view does not change. */
+	uint64_t before[8], after[8];
+	assert_int_equal(store_snap_hash(s, id2, 0, size, (uint32_t)MIB, before), 0);
+	assert_int_equal(store_snapshot_delete(s, "s1"), 0);
+	merge_all(s);
+	assert_int_equal(store_snap_hash(s, id2, 0, size, (uint32_t)MIB, after), 0);
+	assert_memory_equal(before, after, sizeof(before));
+	assert_int_equal(store_snapshot_list(s, &v, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(v[0].parent_id, "");
+	free(v);
+
+	/* Revert to the root: an empty volume whose head has no parent. */
+	assert_int_equal(store_snapshot_revert_root(s), 0);
+	memset(m1, 0, size);
+	check_range(s, f->l, m1, 0, size);
+	assert_int_equal(store_snapshot_list(s, &v, &n), 0);
+	assert_int_equal(n, 1);
+	assert_false(v[0].in_head_chain);
+	free(v);
+	assert_int_equal(store_snapshot_create_id(s, "s1", "id-1"), 0); /* identities are free */
+	store_close(s);
+	free(m1);
+	free(m2);
+	free(buf);
+}
+
 static void test_delete_merge(void **state)
 {
 	struct fx *f = *state;
@@ -1025,6 +1108,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_flush_crash_copy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_revert, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_merge, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_views, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_branches, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resize, setup, teardown),
