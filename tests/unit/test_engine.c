@@ -1551,8 +1551,8 @@ static void test_clone_while_stale(void **state)
 /* ---- resync checkpoints ---- */
 
 #define BIG "big"
-#define BIGSIZE (256ull << 20)
-#define BIG_DIRTY 200u
+#define BIGSIZE (160ull << 20)
+#define BIG_DIRTY 150u
 
 static int open_big(struct env *env, struct engine **e)
 {
@@ -1634,7 +1634,7 @@ static void test_resync_checkpoint(void **state)
 	assert_true(before >= BIG_DIRTY);
 
 	assert_int_equal(start_server(env, 2), 0);
-	struct copied_wait w = {e1, 100ull << 20};
+	struct copied_wait w = {e1, 80ull << 20};
 	assert_true(run_until(env, copied_enough, &w, 20000));
 	/* No guest flush happened: only a checkpoint can have persisted the progress. */
 	uint64_t mid = persisted_dirty(env);
