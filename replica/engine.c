@@ -496,9 +496,10 @@ void eng_kick(struct engine *e)
 		return;
 	}
 	eio_dispatch_queue(e);
-	if (!e->qops)
-		for (uint32_t i = 0; i < e->ntargets; i++)
-			resync_pump(e->t[i]);
+	/* Even under a quiesce: a reserved copy must start (and end) for the quiesce to end;
+	 * resync_pump starts nothing new while a control op waits. */
+	for (uint32_t i = 0; i < e->ntargets; i++)
+		resync_pump(e->t[i]);
 }
 
 static void qop_enqueue(struct engine *e, struct qop *q)

@@ -1518,6 +1518,51 @@ static void test_snapshot_catchup_local(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+static bool catching_up(void *arg)
+{
+	return ((struct target *)arg)->ss != NULL;
+}
+
+static bool rebuilding(void *arg)
+{
+	return ((struct target *)arg)->state == T_REBUILDING;
+}
+
+/* Snapshot ops land while the returning replica catches up and while its head resyncs, all
+ * under guest writes: it ends with the same snapshots and content as the others. */
+static void test_snapshot_catchup_under_load(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	wpat(env, e, 0x31, 2u << 20, 65536);
+	replica_server_free(env->srv[2]);
+	env->srv[2] = NULL;
+	wpat(env, e, 0x32, 4u << 20, 65536);
+	snap_op_ok(env, e, engine_snapshot_create, "s1");
+	struct loader ld = {.env = env, .e = e, .region_off = 0, .region_len = VSIZE, .depth = 8};
+	load_start(&ld);
+	run_for(env, 100);
+	snap_op_ok(env, e, engine_snapshot_create, "s2");
+	struct target *t3 = target_of(e, "n3");
+	assert_int_equal(start_server(env, 2), 0);
+	assert_true(run_until(env, catching_up, t3, 5000));
+	snap_op_ok(env, e, engine_snapshot_create, "s3"); /* during its catch-up */
+	assert_true(run_until(env, rebuilding, t3, 10000));
+	snap_op_ok(env, e, engine_snapshot_delete, "s1"); /* during its head resync */
+	run_for(env, 100);
+	snap_op_ok(env, e, engine_snapshot_create, "s4");
+	run_for(env, 100);
+	load_stop(&ld);
+	assert_int_equal(ld.failed, 0);
+	wait_healthy(env, e);
+	assert_int_equal(snaps_equal(env), 3);
+	assert_int_equal(eng_flush(env, e), 0);
+	verify_clean(env, e);
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 /* A clone made while a replica is down lists only the replicas it was made on. */
 static void test_clone_while_stale(void **state)
 {
@@ -1687,6 +1732,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_delete_revert, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_local, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_under_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone_while_stale, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_checkpoint, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
