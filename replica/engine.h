@@ -86,7 +86,8 @@ bool engine_fenced(struct engine *e);
 
 int engine_replicas(struct engine *e, struct engine_replica_status *out, uint32_t *n);
 
-/* Snapshot ops quiesce I/O, apply on every in-sync replica, then resume. */
+/* Snapshot ops quiesce I/O, apply on every in-sync replica, then resume. A replica out of sync
+ * meanwhile gets them (same snapshot identities and content) when it returns. */
 int engine_snapshot_create(struct engine *e, const char *name, engine_cb cb, void *arg);
 int engine_snapshot_delete(struct engine *e, const char *name, engine_cb cb, void *arg);
 int engine_snapshot_revert(struct engine *e, const char *name, engine_cb cb, void *arg);
