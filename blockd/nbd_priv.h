@@ -98,6 +98,7 @@ struct nbd_conn {
 	struct nbd_out *tx_head;
 	struct nbd_out **tx_tail;
 	enum nbd_rx rx;
+	bool readable; /* no short recv since the last EPOLLIN: the socket may hold more */
 	uint8_t *rbuf;
 	size_t rpos, rlen;
 	uint8_t hdr[NBD_REQUEST_SIZE];

@@ -266,15 +266,21 @@ static void conn_rx(struct nbd_conn *c)
 		}
 		size_t want = c->need - c->got;
 		if (c->rpos == c->rlen) {
-			if (budget-- == 0)
+			/* Level-triggered: after a short recv, epoll says when more arrives, so
+			 * kicks after replies cost no recv that would end in EAGAIN. */
+			if (!c->readable || budget-- == 0)
 				break;
 			bool direct = c->dst && want >= NBD_RBUF_SIZE;
-			ssize_t n = direct ? recv(c->fd, c->dst + c->got, want, 0)
-					   : recv(c->fd, c->rbuf, NBD_RBUF_SIZE, 0);
+			size_t ask = direct ? want : NBD_RBUF_SIZE;
+			ssize_t n = recv(c->fd, direct ? c->dst + c->got : c->rbuf, ask, 0);
 			if (n < 0 && errno == EINTR)
 				continue;
-			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				c->readable = false;
 				break;
+			}
+			if (n > 0 && (size_t)n < ask)
+				c->readable = false;
 			if (n < 0) {
 				nbd_conn_close(c);
 				break;
@@ -309,6 +315,8 @@ static void conn_event(void *arg, uint32_t events)
 	if (events & (EPOLLERR | EPOLLHUP)) {
 		nbd_conn_close(c);
 	} else {
+		if (events & EPOLLIN)
+			c->readable = true;
 		if (events & EPOLLOUT)
 			conn_flush(c);
 		conn_service(c);
@@ -351,6 +359,7 @@ static void conn_new(struct nbd_server *s, int fd)
 	c->loop = s->loop;
 	c->exports = s->exports;
 	c->fd = fd;
+	c->readable = true;
 	c->events = EPOLLIN;
 	c->rbuf = rbuf;
 	c->tx_tail = &c->tx_head;

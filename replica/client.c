@@ -5,7 +5,8 @@
  * request in O(1) and a stale or forged handle is rejected. Sends are queued and flushed once
  * per loop iteration (a 0 ms timer), so a burst of requests costs one sendmsg; payloads go
  * from the caller's buffer. Replies are read through a 64 KiB buffer; a large payload is
- * read straight into the request's rbuf (or a scratch buffer).
+ * read straight into the request's rbuf (or a scratch buffer). The socket is level-triggered,
+ * so a short read means it is drained for now and reading stops without an EAGAIN read().
  *
  * Failure: the first transport or framing error fails every pending request once with the
  * error, then calls closed(err) once. rclient_close() does the same with -ECANCELED for the
@@ -62,6 +63,7 @@ struct rclient {
 	struct rc_req *sq_head, *sq_tail;
 	struct loop_timer *flush_timer; /* a 0 ms timer: cancellable, unlike loop_defer */
 	/* receive side */
+	bool readable; /* no short read since the last EPOLLIN: the socket may hold more */
 	uint8_t *rbuf;
 	uint32_t rpos, rend;
 	bool have_hdr;
@@ -280,18 +282,20 @@ static void do_read(struct rclient *c)
 				deliver(c);
 				continue;
 			}
-			if (reads++ >= RC_READS_PER_EVENT)
+			if (!c->readable || reads++ >= RC_READS_PER_EVENT)
 				return;
 			c->rpos = c->rend = 0;
 			if (need >= RC_RBUF_SIZE) {
 				n = read(c->fd, c->dst + c->got, need);
 				if (n > 0) {
+					c->readable = (uint32_t)n == need;
 					c->got += (uint32_t)n;
 					continue;
 				}
 			} else {
 				n = read(c->fd, c->rbuf, RC_RBUF_SIZE);
 				if (n > 0) {
+					c->readable = n == RC_RBUF_SIZE;
 					c->rend = (uint32_t)n;
 					continue;
 				}
@@ -305,13 +309,14 @@ static void do_read(struct rclient *c)
 				}
 				continue;
 			}
-			if (reads++ >= RC_READS_PER_EVENT)
+			if (!c->readable || reads++ >= RC_READS_PER_EVENT)
 				return;
 			memmove(c->rbuf, c->rbuf + c->rpos, c->rend - c->rpos);
 			c->rend -= c->rpos;
 			c->rpos = 0;
 			n = read(c->fd, c->rbuf + c->rend, RC_RBUF_SIZE - c->rend);
 			if (n > 0) {
+				c->readable = (uint32_t)n == RC_RBUF_SIZE - c->rend;
 				c->rend += (uint32_t)n;
 				continue;
 			}
@@ -324,6 +329,7 @@ static void do_read(struct rclient *c)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			fail(c, -errno);
+		c->readable = false;
 		return;
 	}
 }
@@ -359,8 +365,10 @@ static void on_event(void *arg, uint32_t events)
 			int err = sock_error(c->fd);
 			fail(c, err < 0 ? err : -ECONNRESET);
 		}
-		if (events & (EPOLLIN | EPOLLHUP))
+		if (events & (EPOLLIN | EPOLLHUP)) {
+			c->readable = true;
 			do_read(c);
+		}
 		if (events & EPOLLOUT)
 			flush(c);
 	}

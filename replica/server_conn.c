@@ -2,12 +2,13 @@
  * server_conn: one replica-protocol connection on the server side: framing, payload checks,
  * the reply queue and flow control. See server_priv.h for a request's life.
  *
- * The socket is level-triggered. Reading stops (EPOLLIN dropped) while the connection has
- * SRV_MAX_INFLIGHT requests or SRV_MAX_INFLIGHT_BYTES of payload and reply buffers in flight,
- * so a client can make the server hold only a bounded amount of memory. Replies are written
- * as their requests complete, header and payload in one sendmsg without copying the payload.
- * Every entry point goes through conn_run(), which is re-entrant safe: a store callback that
- * completes inside an op only marks the connection for another pass.
+ * The socket is level-triggered, so a short read means it is drained for now (epoll reports
+ * more): reading stops there instead of paying a read() that ends in EAGAIN. Reading stops (EPOLLIN
+ * dropped) while the connection has SRV_MAX_INFLIGHT requests or SRV_MAX_INFLIGHT_BYTES of payload
+ * and reply buffers in flight, so a client can make the server hold only a bounded amount of
+ * memory. Replies are written as their requests complete, header and payload in one sendmsg without
+ * copying the payload. Every entry point goes through conn_run(), which is re-entrant safe: a store
+ * callback that completes inside an op only marks the connection for another pass.
  */
 #include "server_priv.h"
 
@@ -298,12 +299,14 @@ static void conn_parse(struct srv_conn *c)
 			if (need >= SRV_RBUF_SIZE) {
 				n = read(c->fd, r->payload + r->got, need);
 				if (n > 0) {
+					c->readable = (uint32_t)n == need;
 					r->got += (uint32_t)n;
 					continue;
 				}
 			} else {
 				n = read(c->fd, c->rbuf, SRV_RBUF_SIZE);
 				if (n > 0) {
+					c->readable = n == SRV_RBUF_SIZE;
 					c->rend = (uint32_t)n;
 					continue;
 				}
@@ -323,6 +326,7 @@ static void conn_parse(struct srv_conn *c)
 			c->rpos = 0;
 			n = read(c->fd, c->rbuf + c->rend, SRV_RBUF_SIZE - c->rend);
 			if (n > 0) {
+				c->readable = (uint32_t)n == SRV_RBUF_SIZE - c->rend;
 				c->rend += (uint32_t)n;
 				continue;
 			}
