@@ -1007,6 +1007,81 @@ static void test_snapshots(void **state)
 	free(names);
 }
 
+/* Snapshot identities and views over the wire: SNAP_CREATE with an identity, SNAP_LIST shows
+ * it, SNAP_HASH / SNAP_READ serve the view as of it, SNAP_REVERT arg 1 empties the chain, and
+ * a clone with members lists exactly those. */
+static void test_snapshot_views(void **state)
+{
+	struct fx *f = *state;
+	struct conn k;
+	connect_to(f, &k);
+	assert_int_equal(hello(f, &k, "vol1", NULL), 0);
+	assert_int_equal(do_open(f, &k, 1), 0);
+	uint8_t a[8192], b[8192], r[8192];
+	fill_random(a, sizeof(a), 8);
+	fill_random(b, sizeof(b), 9);
+	assert_int_equal(do_write(f, &k, 1, 0, a, sizeof(a), 0), 0);
+	const char pl[] = "s1\0id-abc";
+	struct proto_req cr = {.op = PROTO_SNAP_CREATE, .epoch = 1, .payload_len = sizeof(pl) - 1};
+	assert_int_equal(call(f, &k, &cr, pl, NULL, 0, NULL), 0);
+	const char bad[] = "s2\0bad id";
+	cr.payload_len = sizeof(bad) - 1;
+	assert_int_equal(call(f, &k, &cr, bad, NULL, 0, NULL), -EINVAL);
+	assert_int_equal(do_write(f, &k, 1, 0, b, sizeof(b), 0), 0);
+	json_t *j = snap_list(f, &k, 1);
+	json_t *s = json_array_get(j, 0);
+	assert_string_equal(json_string_value(json_object_get(s, "id")), "id-abc");
+	assert_string_equal(json_string_value(json_object_get(s, "parent_id")), "");
+	json_decref(j);
+
+	struct call out = {0};
+	struct proto_req rr = {
+	    .op = PROTO_SNAP_READ, .epoch = 1, .offset = 0, .length = sizeof(r), .payload_len = 6};
+	assert_int_equal(call(f, &k, &rr, "id-abc", NULL, 0, &out), 0);
+	assert_int_equal(out.len, sizeof(r));
+	assert_memory_equal(out.payload, a, sizeof(a));
+	rr.payload_len = 4;
+	assert_int_equal(call(f, &k, &rr, "nope", NULL, 0, NULL), -ENOENT);
+	struct proto_req hr = {.op = PROTO_SNAP_HASH,
+			       .epoch = 1,
+			       .offset = 0,
+			       .length = 8192,
+			       .arg = 4096,
+			       .payload_len = 6};
+	assert_int_equal(call(f, &k, &hr, "id-abc", NULL, 0, &out), 0);
+	assert_int_equal(out.len, 16);
+	uint64_t h0 = 0;
+	for (int i = 7; i >= 0; i--)
+		h0 = h0 << 8 | out.payload[i];
+	assert_true(h0 == proto_hash(a, 4096));
+
+	/* To an empty chain: the head reads zeros, s1 stays. */
+	struct proto_req vr = {.op = PROTO_SNAP_REVERT, .epoch = 1, .arg = 1};
+	assert_int_equal(call(f, &k, &vr, NULL, NULL, 0, NULL), 0);
+	assert_int_equal(do_read(f, &k, 1, 0, r, sizeof(r)), 0);
+	memset(b, 0, sizeof(b));
+	assert_memory_equal(r, b, sizeof(r));
+	j = snap_list(f, &k, 1);
+	assert_int_equal(json_array_size(j), 1);
+	assert_true(json_is_false(json_object_get(json_array_get(j, 0), "in_head_chain")));
+	json_decref(j);
+
+	const char *cj = "{\"snapshot\":\"s1\",\"name\":\"vol3\",\"members\":[\"n1\",\"n7\"]}";
+	struct proto_req cl = {.op = PROTO_CLONE, .epoch = 1, .payload_len = (uint32_t)strlen(cj)};
+	assert_int_equal(call(f, &k, &cl, cj, NULL, 0, NULL), 0);
+	struct conn k2;
+	connect_to(f, &k2);
+	assert_int_equal(hello(f, &k2, "vol3", &out), 0);
+	json_t *info = payload_json(&out);
+	json_t *m = json_object_get(info, "members");
+	assert_int_equal(json_array_size(m), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(m, 1), "node")), "n7");
+	json_decref(info);
+	close_conn(f, &k2);
+	free(out.payload);
+	close_conn(f, &k);
+}
+
 static void test_members_dirty_resize(void **state)
 {
 	struct fx *f = *state;
@@ -1190,6 +1265,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_throttle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_views, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_members_dirty_resize, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_localhost, setup, teardown),
