@@ -27,6 +27,7 @@
 
 #define SS_RETRY_MS 200
 #define SS_MAX_RETRIES 100 /* a deleted snapshot's name is free once its merge ends */
+#define SS_MAX_STEPS (8 * STORE_MAX_LAYERS + 64)
 
 struct snent {
 	char name[STORE_NAME_MAX];
@@ -51,6 +52,7 @@ struct snapsync {
 	struct tio ts, td;
 	struct loop_timer *timer;
 	int retries;
+	uint32_t steps;
 	/* a mutation of the target */
 	char pl[STORE_NAME_MAX + STORE_SNAP_ID_MAX + 1];
 	/* copying one snapshot's view */
@@ -278,6 +280,11 @@ static void mutate(struct snapsync *ss, uint16_t op, const char *name, const cha
 static void revert_to(struct snapsync *ss, const char *parent_id)
 {
 	const struct snent *p = parent_id[0] ? find(ss->ld, parent_id) : NULL;
+	if (parent_id[0] && !p) {
+		/* Parents come first in creation order, so this cannot happen; never loop on it. */
+		ss_fail(ss, -EPROTO, "parent snapshot missing");
+		return;
+	}
 	mutate(ss, PROTO_SNAP_REVERT, p ? p->name : NULL, NULL);
 }
 
@@ -434,6 +441,11 @@ static void ss_plan(struct snapsync *ss)
 {
 	struct snlist *ls = ss->ls, *ld = ss->ld;
 	struct engine *e = ss->t->e;
+	/* Each step deletes, reverts or creates one snapshot: bounded unless something is wrong. */
+	if (++ss->steps > SS_MAX_STEPS) {
+		ss_fail(ss, -ELOOP, "no progress");
+		return;
+	}
 	for (uint32_t i = 0; i < ld->n; i++) {
 		const struct snent *s = find(ls, ld->v[i].id);
 		if (!s || strcmp(s->parent_id, ld->v[i].parent_id)) {
