@@ -546,6 +546,36 @@ static struct qop *qop_new(struct engine *e, void (*run)(struct qop *), engine_c
 
 static void snap_missed(struct target *t, uint16_t op);
 
+/*
+ * The clone failed on some replicas: its replica set (made before the op) names them though
+ * they lack it. The local clone replica, if it was made, gets the set of those that have it
+ * under a higher generation, which makes it authoritative for whoever opens the clone.
+ */
+static void clone_fix_members(struct qop *q)
+{
+	struct engine *e = q->e;
+	struct store_member m[STORE_MAX_MEMBERS];
+	uint32_t n = 0;
+	bool local_ok = false;
+	for (uint32_t i = 0; i < e->ntargets; i++) {
+		struct tio *t = &q->tio[i];
+		if (!t->t || t->lres != 0)
+			continue;
+		local_ok |= t->t->store != NULL;
+		snprintf(m[n].node, sizeof(m[n].node), "%s", t->t->node);
+		m[n++].in_sync = true;
+	}
+	json_error_t jerr;
+	json_t *j = json_loads(q->json, 0, &jerr);
+	const char *name = json_string_value(json_object_get(j, "name"));
+	struct store *s;
+	struct store_info in;
+	if (local_ok && name && replica_server_store(e->local, name, &s) == 0 &&
+	    store_get_info(s, &in) == 0)
+		store_set_members(s, m, n, in.members_gen + 1);
+	json_decref(j);
+}
+
 static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 {
 	(void)p;
@@ -578,6 +608,8 @@ static void snap_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	}
 	if (q->nok && q->op == PROTO_RESIZE)
 		e->size = q->arg64;
+	if (q->nok && q->op == PROTO_CLONE && q->res)
+		clone_fix_members(q);
 	if (q->op != PROTO_RESIZE && q->op != PROTO_CLONE)
 		e->snap_gen++;
 	/* Done where it counts: on a majority, the ones that failed now out of sync. */

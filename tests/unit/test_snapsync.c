@@ -326,6 +326,30 @@ static void test_clone_while_stale(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* A clone that fails on one in-sync replica (a volume of that name is in the way there) is
+ * listed, by the local replica that has it, under a newer generation without that node. */
+static void test_clone_partial(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	wpat(env, e, 0x79, 0, 4096);
+	snap_op_ok(env, e, engine_snapshot_create, "base");
+	struct store_member only3 = {.node = "n3", .in_sync = true};
+	assert_int_equal(replica_server_create(env->srv[2], "vol2", VSIZE, &only3, 1), 0);
+	struct done d = {0};
+	assert_int_equal(engine_clone(e, "base", "vol2", done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 5000), 0);
+	struct store *s;
+	struct store_info in;
+	assert_int_equal(replica_server_store(env->srv[0], "vol2", &s), 0);
+	assert_int_equal(store_get_info(s, &in), 0);
+	assert_int_equal(in.nmembers, 2);
+	for (uint32_t k = 0; k < in.nmembers; k++)
+		assert_string_not_equal(in.members[k].node, "n3");
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 /* ---- resync checkpoints ---- */
 
 #define BIG "big"
@@ -451,6 +475,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_discard, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_catchup_under_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clone_while_stale, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clone_partial, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resync_checkpoint, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
