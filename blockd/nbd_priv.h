@@ -21,6 +21,11 @@
 #define NBD_MAX_INFLIGHT 128u
 #define NBD_MAX_INFLIGHT_BYTES (128ull << 20)
 #define NBD_RBUF_SIZE (64u << 10)
+/* Requests and buffers up to NBD_SMALL_BUF are recycled per connection (up to NBD_CACHE_MAX
+ * of each): a 4 KiB I/O then costs no malloc, and no posix_memalign, which glibc serves
+ * slowly (split chunks, consolidation). */
+#define NBD_SMALL_BUF 4096u
+#define NBD_CACHE_MAX 64u
 /* Unsent option replies past which a negotiating client is not read (it is not reading). */
 #define NBD_MAX_HS_BACKLOG (1u << 20)
 /* A client must finish negotiating within this time. */
@@ -106,7 +111,10 @@ struct nbd_conn {
 	size_t need, got;
 	uint32_t opt;
 	uint8_t *optbuf;
-	struct nbd_req *cur; /* WRITE whose payload is being received */
+	struct nbd_req *cur;	   /* WRITE whose payload is being received */
+	struct nbd_req *req_cache; /* linked through out.next */
+	uint32_t nreq_cache, nbuf_cache;
+	void *buf_cache[NBD_CACHE_MAX]; /* NBD_SMALL_BUF bytes each, 4 KiB aligned */
 };
 
 /* nbd_server.c */
@@ -130,6 +138,8 @@ void nbd_hs_dispatch(struct nbd_conn *c);
 void nbd_tx_dispatch(struct nbd_conn *c);
 bool nbd_tx_at_cap(const struct nbd_conn *c);
 void nbd_req_free(struct nbd_req *r);
+/* Frees the recycled requests and buffers (at close). */
+void nbd_req_cache_drop(struct nbd_conn *c);
 uint32_t nbd_errno(int res);
 
 #endif

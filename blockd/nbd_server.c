@@ -113,6 +113,7 @@ void nbd_conn_close(struct nbd_conn *c)
 		nbd_req_free(c->cur);
 		c->cur = NULL;
 	}
+	nbd_req_cache_drop(c);
 	free(c->optbuf);
 	c->optbuf = NULL;
 	free(c->rbuf);
@@ -141,6 +142,7 @@ void nbd_conn_maybe_free(struct nbd_conn *c)
 	conn_unlink(c);
 	if (c->attached && c->exports.release)
 		c->exports.release(c->exports.arg, c->export_name);
+	nbd_req_cache_drop(c);
 	free(c->export_name);
 	free(c);
 }

@@ -43,14 +43,36 @@ bool nbd_tx_at_cap(const struct nbd_conn *c)
 	return c->inflight >= NBD_MAX_INFLIGHT || c->inflight_bytes >= NBD_MAX_INFLIGHT_BYTES;
 }
 
+void nbd_req_cache_drop(struct nbd_conn *c)
+{
+	while (c->req_cache) {
+		struct nbd_req *r = c->req_cache;
+		c->req_cache = (struct nbd_req *)r->out.next;
+		free(r);
+	}
+	c->nreq_cache = 0;
+	while (c->nbuf_cache)
+		free(c->buf_cache[--c->nbuf_cache]);
+}
+
 void nbd_req_free(struct nbd_req *r)
 {
 	struct nbd_conn *c = r->c;
 	bool was_at_cap = nbd_tx_at_cap(c);
 	c->inflight--;
 	c->inflight_bytes -= r->bytes;
-	free(r->buf);
-	free(r);
+	/* A closed connection frees its caches and must not refill them. */
+	if (r->buf && r->bytes <= NBD_SMALL_BUF && !c->closed && c->nbuf_cache < NBD_CACHE_MAX)
+		c->buf_cache[c->nbuf_cache++] = r->buf;
+	else
+		free(r->buf);
+	if (!c->closed && c->nreq_cache < NBD_CACHE_MAX) {
+		r->out.next = (struct nbd_out *)c->req_cache;
+		c->req_cache = r;
+		c->nreq_cache++;
+	} else {
+		free(r);
+	}
 	/* Input paused at the cap resumes only from a kick: no socket event may come. */
 	if (was_at_cap && !nbd_tx_at_cap(c))
 		nbd_conn_kick(c);
@@ -63,10 +85,19 @@ static void req_out_free(struct nbd_out *o)
 
 static struct nbd_req *req_new(struct nbd_conn *c, uint32_t buflen)
 {
-	struct nbd_req *r = calloc(1, sizeof(*r));
-	if (!r)
+	struct nbd_req *r = c->req_cache;
+	if (r) {
+		c->req_cache = (struct nbd_req *)r->out.next;
+		c->nreq_cache--;
+		memset(r, 0, sizeof(*r));
+	} else if (!(r = calloc(1, sizeof(*r)))) {
 		return NULL;
-	if (buflen && posix_memalign((void **)&r->buf, 4096, buflen) != 0) {
+	}
+	if (buflen && buflen <= NBD_SMALL_BUF && c->nbuf_cache) {
+		r->buf = c->buf_cache[--c->nbuf_cache];
+	} else if (buflen &&
+		   posix_memalign((void **)&r->buf, 4096,
+				  buflen <= NBD_SMALL_BUF ? NBD_SMALL_BUF : buflen) != 0) {
 		free(r);
 		return NULL;
 	}

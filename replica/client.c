@@ -29,6 +29,8 @@
 #define RC_RBUF_SIZE (64u << 10)
 #define RC_READS_PER_EVENT 16
 #define RC_IOV 64
+/* Finished requests kept for reuse, so a request costs no calloc/free pair. */
+#define RC_REQ_CACHE 64
 /* Scratch buffers above this are released after use. */
 #define RC_SCRATCH_KEEP (1u << 20)
 
@@ -61,6 +63,8 @@ struct rclient {
 	uint32_t seq;
 	uint32_t inflight;
 	struct rc_req *sq_head, *sq_tail;
+	struct rc_req *req_cache; /* linked through next */
+	uint32_t nreq_cache;
 	struct loop_timer *flush_timer; /* a 0 ms timer: cancellable, unlike loop_defer */
 	/* receive side */
 	bool readable; /* no short read since the last EPOLLIN: the socket may hold more */
@@ -81,10 +85,26 @@ struct rclient {
 
 static void on_event(void *arg, uint32_t events);
 
+static void req_put(struct rclient *c, struct rc_req *r)
+{
+	if (c->nreq_cache >= RC_REQ_CACHE) {
+		free(r);
+		return;
+	}
+	r->next = c->req_cache;
+	c->req_cache = r;
+	c->nreq_cache++;
+}
+
 static void really_free(struct rclient *c)
 {
 	if (c->flush_timer)
 		loop_timer_cancel(c->l, c->flush_timer);
+	while (c->req_cache) {
+		struct rc_req *r = c->req_cache;
+		c->req_cache = r->next;
+		free(r);
+	}
 	free(c->slots);
 	free(c->free_slots);
 	free(c->rbuf);
@@ -219,7 +239,7 @@ static void deliver(struct rclient *c)
 	slot_release(c, (uint32_t)(r->handle & 0xffffffffu));
 	struct proto_rep rep = c->rep;
 	r->fn(r->arg, status, &rep, p, len);
-	free(r);
+	req_put(c, r);
 	if (c->scratch_cap > RC_SCRATCH_KEEP) {
 		free(c->scratch);
 		c->scratch = NULL;
@@ -405,9 +425,14 @@ int rclient_send(struct rclient *c, struct proto_req *req, const void *payload, 
 		return -ENOTCONN;
 	if (!fn || req->payload_len > PROTO_MAX_PAYLOAD || (req->payload_len && !payload))
 		return -EINVAL;
-	struct rc_req *r = calloc(1, sizeof(*r));
-	if (!r)
+	struct rc_req *r = c->req_cache;
+	if (r) {
+		c->req_cache = r->next;
+		c->nreq_cache--;
+		memset(r, 0, sizeof(*r));
+	} else if (!(r = calloc(1, sizeof(*r)))) {
 		return -ENOMEM;
+	}
 	uint32_t slot;
 	int e = slot_get(c, &slot);
 	if (e < 0) {

@@ -13,6 +13,9 @@
 #define RING_DEPTH 1024
 #define SYNC_RING_DEPTH 8
 #define MAX_EVENTS 128
+/* Spent timers and deferred calls kept for reuse: the data path arms a 0 ms timer or a
+ * deferral per batch, which would otherwise be a calloc/free pair each. */
+#define CACHE_MAX 64
 
 struct fd_watch {
 	int fd;
@@ -53,7 +56,38 @@ struct loop {
 	pthread_mutex_t post_mu;
 	struct call *posted;
 	struct call *deferred;
+	struct loop_timer *timer_cache;
+	struct call *call_cache;
+	unsigned ntimer_cache, ncall_cache;
 };
+
+static void timer_put(struct loop *l, struct loop_timer *t)
+{
+	if (l->ntimer_cache >= CACHE_MAX) {
+		free(t);
+		return;
+	}
+	t->next = l->timer_cache;
+	l->timer_cache = t;
+	l->ntimer_cache++;
+}
+
+/* Runs deferred calls, recycling their records. */
+static void run_deferred(struct loop *l, struct call *c)
+{
+	while (c) {
+		struct call *next = c->next;
+		c->fn(c->arg);
+		if (l->ncall_cache < CACHE_MAX) {
+			c->next = l->call_cache;
+			l->call_cache = c;
+			l->ncall_cache++;
+		} else {
+			free(c);
+		}
+		c = next;
+	}
+}
 
 uint64_t loop_now_ms(void)
 {
@@ -149,7 +183,17 @@ void loop_free(struct loop *l)
 	while (l->deferred) {
 		struct call *c = l->deferred;
 		l->deferred = NULL;
-		run_calls(c);
+		run_deferred(l, c);
+	}
+	while (l->timer_cache) {
+		struct loop_timer *t = l->timer_cache;
+		l->timer_cache = t->next;
+		free(t);
+	}
+	while (l->call_cache) {
+		struct call *c = l->call_cache;
+		l->call_cache = c->next;
+		free(c);
 	}
 	io_uring_queue_exit(&l->ring);
 	io_uring_queue_exit(&l->sync_ring);
@@ -217,9 +261,13 @@ int loop_del_fd(struct loop *l, int fd)
 
 int loop_timer_add(struct loop *l, uint64_t ms, loop_fn fn, void *arg, struct loop_timer **out)
 {
-	struct loop_timer *t = calloc(1, sizeof(*t));
-	if (!t)
+	struct loop_timer *t = l->timer_cache;
+	if (t) {
+		l->timer_cache = t->next;
+		l->ntimer_cache--;
+	} else if (!(t = calloc(1, sizeof(*t)))) {
 		return -ENOMEM;
+	}
 	t->due = loop_now_ms() + ms;
 	t->fn = fn;
 	t->arg = arg;
@@ -238,7 +286,7 @@ void loop_timer_cancel(struct loop *l, struct loop_timer *t)
 	for (struct loop_timer **pp = &l->timers; *pp; pp = &(*pp)->next) {
 		if (*pp == t) {
 			*pp = t->next;
-			free(t);
+			timer_put(l, t);
 			return;
 		}
 	}
@@ -299,9 +347,14 @@ static int push_call(struct call **list, loop_fn fn, void *arg, struct call *c)
 
 int loop_defer(struct loop *l, loop_fn fn, void *arg)
 {
-	struct call *c = calloc(1, sizeof(*c));
-	if (!c)
+	struct call *c = l->call_cache;
+	if (c) {
+		l->call_cache = c->next;
+		l->ncall_cache--;
+		memset(c, 0, sizeof(*c));
+	} else if (!(c = calloc(1, sizeof(*c)))) {
 		return -ENOMEM;
+	}
 	return push_call(&l->deferred, fn, arg, c);
 }
 
@@ -393,7 +446,7 @@ static void run_timers(struct loop *l)
 		l->timers = t->next;
 		loop_fn fn = t->fn;
 		void *arg = t->arg;
-		free(t);
+		timer_put(l, t);
 		fn(arg);
 	}
 }
@@ -438,7 +491,7 @@ int loop_run(struct loop *l)
 		while (l->deferred) {
 			struct call *c = l->deferred;
 			l->deferred = NULL;
-			run_calls(c);
+			run_deferred(l, c);
 		}
 	}
 	return 0;
