@@ -28,6 +28,9 @@
 #define SS_RETRY_MS 200
 #define SS_MAX_RETRIES 100 /* a deleted snapshot's name is free once its merge ends */
 #define SS_MAX_STEPS (8 * STORE_MAX_LAYERS + 64)
+/* Grains per SNAP_HASH / HASH: a hash is synchronous on the replica's loop (a local one is
+ * ours), so small batches keep guest I/O flowing meanwhile. */
+#define SS_HASH_BATCH 8
 
 struct snent {
 	char name[STORE_NAME_MAX];
@@ -60,7 +63,7 @@ struct snapsync {
 	char cur_name[STORE_NAME_MAX];
 	uint64_t pos, hlen;
 	uint32_t hn, hi;
-	uint64_t hs[ENGINE_HASH_BATCH], hd[ENGINE_HASH_BATCH];
+	uint64_t hs[SS_HASH_BATCH], hd[SS_HASH_BATCH];
 	uint8_t *buf;
 	uint32_t clen;
 	uint64_t copied;
@@ -404,7 +407,7 @@ static void hash_step(struct snapsync *ss)
 		return;
 	}
 	uint64_t left = e->size - ss->pos;
-	ss->hlen = (uint64_t)ENGINE_HASH_BATCH * ENGINE_GRAIN;
+	ss->hlen = (uint64_t)SS_HASH_BATCH * ENGINE_GRAIN;
 	if (ss->hlen > left)
 		ss->hlen = left;
 	ss->hn = (uint32_t)((ss->hlen + ENGINE_GRAIN - 1) / ENGINE_GRAIN);
