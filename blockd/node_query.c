@@ -115,8 +115,10 @@ static void info_on_loop(void *arg)
 			free(names[i]);
 		free(names);
 	}
-	for (struct vol *v = n->vols; v; v = v->next)
-		natt += v->attached && v->st == VOL_OPEN;
+	for (struct vol *v = n->vols, *next; v; v = next) {
+		next = v->next; /* dropping a fenced volume may free it */
+		natt += v->attached && v->st == VOL_OPEN && !node_vol_drop_fenced(v);
+	}
 	const struct config_node *me = n->self;
 	q->out = json_pack("{s:s, s:s, s:i, s:i, s:i, s:I, s:I, s:I}", "node", me->name, "host",
 			   me->host, "http_port", me->http_port, "replica_port", me->replica_port,
@@ -344,7 +346,7 @@ static void volume_on_loop(void *arg)
 {
 	struct volq *v = arg;
 	struct vol *x = node_vol_find(v->n, v->vol);
-	if (x && x->attached && x->st == VOL_OPEN) {
+	if (x && x->attached && x->st == VOL_OPEN && !node_vol_drop_fenced(x)) {
 		v->here = true;
 		v->size = engine_size(x->e);
 		v->epoch = engine_epoch(x->e);
