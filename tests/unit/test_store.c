@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <jansson.h>
 #include <xxhash.h>
 
 #include "replica/loop.h"
@@ -658,6 +659,23 @@ static void test_snapshot_views(void **state)
 	assert_false(v[0].in_head_chain);
 	free(v);
 	assert_int_equal(store_snapshot_create_id(s, "s1", "id-1"), 0); /* identities are free */
+	store_close(s);
+
+	/* A volume.meta from before identities: every replica derives the same one. */
+	char path[256];
+	snprintf(path, sizeof(path), "%s/volume.meta", f->dir);
+	json_error_t jerr;
+	json_t *meta = json_load_file(path, 0, &jerr);
+	assert_non_null(meta);
+	size_t i;
+	json_t *L;
+	json_array_foreach(json_object_get(meta, "layers"), i, L) json_object_del(L, "sid");
+	assert_int_equal(json_dump_file(meta, path, 0), 0);
+	json_decref(meta);
+	assert_int_equal(store_open(f->l, f->dir, &s), 0);
+	assert_int_equal(store_snapshot_list(s, &v, &n), 0);
+	assert_string_equal(v[n - 1].id, "n:s1");
+	free(v);
 	store_close(s);
 	free(m1);
 	free(m2);
