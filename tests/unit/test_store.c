@@ -669,7 +669,10 @@ static void test_snapshot_views(void **state)
 	assert_non_null(meta);
 	size_t i;
 	json_t *L;
-	json_array_foreach(json_object_get(meta, "layers"), i, L) json_object_del(L, "sid");
+	json_array_foreach(json_object_get(meta, "layers"), i, L)
+	{
+		json_object_del(L, "sid");
+	}
 	assert_int_equal(json_dump_file(meta, path, 0), 0);
 	json_decref(meta);
 	assert_int_equal(store_open(f->l, f->dir, &s), 0);
