@@ -243,6 +243,17 @@ static void ss_list(void *arg)
 
 /* ---- changing the target ---- */
 
+static void mutate(struct snapsync *ss, uint16_t op, const char *name, const char *id);
+
+static void create_retry(void *arg)
+{
+	struct snapsync *ss = arg;
+	ss->timer = NULL;
+	if (ss_gone(ss))
+		return;
+	mutate(ss, PROTO_SNAP_CREATE, ss->cur_name, ss->cur_id);
+}
+
 static void mut_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 {
 	(void)p;
@@ -252,7 +263,9 @@ static void mut_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	if (ss_gone(ss))
 		return;
 	if (res == -EEXIST && io->op == PROTO_SNAP_CREATE && ss->retries++ < SS_MAX_RETRIES) {
-		ss_later(ss, SS_RETRY_MS); /* a deleted snapshot with that name is still merging */
+		/* A deleted snapshot with that name is still merging: the head is ready, only
+		 * the create waits. */
+		loop_timer_add(ss->t->e->l, SS_RETRY_MS, create_retry, ss, &ss->timer);
 		return;
 	}
 	if (res < 0) {
@@ -402,7 +415,6 @@ static void hash_step(struct snapsync *ss)
 {
 	struct engine *e = ss->t->e;
 	if (ss->pos >= e->size) {
-		ss->retries = 0;
 		mutate(ss, PROTO_SNAP_CREATE, ss->cur_name, ss->cur_id);
 		return;
 	}
