@@ -868,7 +868,9 @@ int engine_replicas(struct engine *e, struct engine_replica_status *out, uint32_
 		struct engine_replica_status *s = &out[i];
 		memset(s, 0, sizeof(*s));
 		snprintf(s->node, sizeof(s->node), "%s", t->node);
-		s->state = t->state == T_STALE			    ? ENGINE_STALE
+		/* Catching up snapshots (engine_snapsync.c) is part of rebuilding it. */
+		s->state = t->ss				    ? ENGINE_REBUILDING
+			   : t->state == T_STALE		    ? ENGINE_STALE
 			   : t->state == T_REBUILDING || t->suspect ? ENGINE_REBUILDING
 								    : ENGINE_HEALTHY;
 		s->epoch = t->epoch;
