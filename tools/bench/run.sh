@@ -51,8 +51,10 @@ for r in "${REPLICAS[@]}"; do prefill --ioengine=nbd --uri="${URL[$r]}"; done
 printf "%-12s %-10s %12s %10s %8s\n" job target IOPS MiB/s ratio
 for job in "${JOBS[@]}"; do
 	read -r rw bs qd <<<"${job//-/ }"
+	# fadvise_hint=0: fio would otherwise tell the kernel that random jobs are random
+	# (no readahead), a hint the replicas' files never get.
 	read -r liops lmib < <(run_fio "$rw" "$bs" "$qd" --ioengine=io_uring --direct=0 \
-		--filename="$WORK/local.img")
+		--fadvise_hint=0 --filename="$WORK/local.img")
 	printf "%-12s %-10s %12s %10s %8s\n" "$rw-$bs" local "$liops" "$lmib" "1.00"
 	for r in "${REPLICAS[@]}"; do
 		read -r iops mib < <(run_fio "$rw" "$bs" "$qd" --ioengine=nbd --uri="${URL[$r]}")
