@@ -83,7 +83,7 @@ struct target {
 	enum tstate state;
 	bool suspect;	  /* in sync but not trusted for reads until its hash check ends */
 	bool need_full;	  /* its bitmap is not trustworthy: rebuild by hash */
-	bool diverged;	  /* missed a snapshot op: never resynced automatically */
+	bool diverged;	  /* bigger than the volume: never resynced automatically */
 	bool ahead;	  /* its epoch is above ours: a newer engine owns it */
 	bool auth_insync; /* in sync in the membership found at open */
 	struct bitmap dirty;
