@@ -103,6 +103,13 @@ int engine_resize(struct engine *e, uint64_t size, engine_cb cb, void *arg);
  * *json is a malloc'd JSON object {"extent":N,"checked":N,"differ":[{"offset":..,
  * "length":..,"hashes":{"node1":"..",...}}]}. */
 int engine_verify(struct engine *e, char **json, engine_cb cb, void *arg);
+/* Verify, then repair (engine_repair.c): each differing extent on which a strict majority of
+ * the in-sync reachable replicas agree is copied from one of them to the others (guest writes
+ * to it wait meanwhile), flushed and hashed again. *json: verify's object plus
+ * "repaired":[{"offset","length","from","to":[node,..]}] and "unrepairable":[{"offset",
+ * "length","hashes":{..},"reason"}] (no majority, or the copy failed). Head only: snapshot
+ * layers are neither compared nor repaired. */
+int engine_repair(struct engine *e, char **json, engine_cb cb, void *arg);
 
 /* Wait until every replica is healthy (cb 0) or timeout_ms passes (cb -ETIMEDOUT). */
 int engine_wait_healthy(struct engine *e, uint32_t timeout_ms, engine_cb cb, void *arg);

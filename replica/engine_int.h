@@ -223,6 +223,7 @@ struct engine {
 	struct store_info auth; /* INFO of the authoritative replica at open */
 	struct target *auth_t;
 	uint64_t snap_gen; /* bumped when a snapshot op starts and ends (catch-up re-checks) */
+	struct repair *repair; /* engine_repair.c, while one runs */
 };
 
 /* engine.c */
@@ -268,5 +269,14 @@ void resync_pump(struct target *t);
 void resync_cancel(struct target *t);
 bool resync_range_busy(struct target *t, uint64_t off, uint64_t len);
 void resync_persist_bitmaps(struct engine *e, engine_cb cb, void *arg);
+/* engine_verify with fn (may be NULL) called for each chunk of n extents from pos, once its
+ * hashes are in: h[k][i] is extent i's hash on ts[k] when got[k]. */
+typedef void (*verify_chunk_fn)(void *arg, uint64_t pos, uint32_t n, uint32_t nts,
+				struct target *const *ts, const bool *got, uint64_t *const *h);
+int eng_verify_scan(struct engine *e, char **json, verify_chunk_fn fn, void *fn_arg, engine_cb cb,
+		    void *arg);
+
+/* engine_repair.c */
+bool repair_range_busy(struct engine *e, uint64_t off, uint64_t len);
 
 #endif

@@ -414,7 +414,7 @@ bool eng_grain_locked(struct engine *e, uint64_t off, uint64_t len)
 	for (uint32_t i = 0; i < e->ntargets; i++)
 		if (e->t[i]->rs && resync_range_busy(e->t[i], off, len))
 			return true;
-	return false;
+	return e->repair && repair_range_busy(e, off, len);
 }
 
 static void eio_cb_deferred(void *arg)

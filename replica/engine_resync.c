@@ -628,6 +628,8 @@ struct verify {
 	uint64_t *h[ENGINE_MAX_REPLICAS];
 	bool got[ENGINE_MAX_REPLICAS];
 	bool holding;
+	verify_chunk_fn chunk_fn; /* repair: sees each chunk's hashes */
+	void *chunk_arg;
 	struct tio tio[ENGINE_MAX_REPLICAS];
 };
 
@@ -707,6 +709,8 @@ static void verify_hash_done(struct tio *io, int res, const uint8_t *p, uint32_t
 					      json_pack("{s:I,s:I,s:o}", "offset", (json_int_t)off,
 							"length", (json_int_t)l, "hashes", hs));
 		}
+		if (v->chunk_fn)
+			v->chunk_fn(v->chunk_arg, v->pos, v->n, v->nts, v->ts, v->got, v->h);
 	}
 	v->pos += v->len;
 	struct engine *e = v->e;
@@ -783,6 +787,12 @@ static void verify_chunk(struct verify *v)
 
 int engine_verify(struct engine *e, char **json, engine_cb cb, void *arg)
 {
+	return eng_verify_scan(e, json, NULL, NULL, cb, arg);
+}
+
+int eng_verify_scan(struct engine *e, char **json, verify_chunk_fn fn, void *fn_arg, engine_cb cb,
+		    void *arg)
+{
 	if (!e->open || e->closing)
 		return -EIO;
 	if (e->verify)
@@ -794,6 +804,8 @@ int engine_verify(struct engine *e, char **json, engine_cb cb, void *arg)
 	v->json = json;
 	v->cb = cb;
 	v->arg = arg;
+	v->chunk_fn = fn;
+	v->chunk_arg = fn_arg;
 	v->differ = json_array();
 	for (uint32_t i = 0; i < ENGINE_MAX_REPLICAS; i++)
 		v->h[i] = malloc(ENGINE_HASH_BATCH * 8);
