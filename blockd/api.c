@@ -280,6 +280,9 @@ static void do_volume(struct api *a, const char *method, char **seg, int nseg, c
 	} else if (post && !strcmp(sub, "verify")) {
 		struct node_op_args args = {0};
 		do_volume_op(a, vol, NODE_OP_VERIFY, &args, r);
+	} else if (post && !strcmp(sub, "repair")) {
+		struct node_op_args args = {0};
+		do_volume_op(a, vol, NODE_OP_REPAIR, &args, r);
 	} else if (post && !strcmp(sub, "wait-healthy")) {
 		json_t *b = body_object(q, r);
 		if (!b)

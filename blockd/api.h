@@ -28,7 +28,9 @@
  *   POST   /v1/volumes/VOL/snapshots/SNAP/clone   {"name"}
  *   GET    /v1/volumes/VOL/replicas           [{"node","state","epoch","resync_copied",
  *                                              "resync_total","resync_done","error"}]
- *   POST   /v1/volumes/VOL/verify             engine_verify JSON
+ *   POST   /v1/volumes/VOL/verify             engine_verify JSON (read-only)
+ *   POST   /v1/volumes/VOL/repair             engine_repair JSON: verify's plus "repaired",
+ *                                              "unrepairable" (extents differing, no majority)
  *   POST   /v1/volumes/VOL/wait-healthy       {"timeout_ms"} -> 200 or 503
  *
  * Volume routes use the engine attached on this node; when the volume is attached on another

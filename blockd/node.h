@@ -72,6 +72,7 @@ enum node_op {
 	NODE_OP_REPLICAS,     /* *out: engine_replicas as JSON */
 	NODE_OP_VERIFY,	      /* *out: engine_verify JSON */
 	NODE_OP_WAIT_HEALTHY, /* timeout_ms; -ETIMEDOUT when not healthy in time */
+	NODE_OP_REPAIR,	      /* *out: engine_repair JSON */
 };
 
 struct node_op_args {

@@ -553,6 +553,9 @@ static void op_start(void *arg, struct loop_waiter *w)
 	case NODE_OP_VERIFY:
 		r = engine_verify(e, &o->json, op_cb, o);
 		break;
+	case NODE_OP_REPAIR:
+		r = engine_repair(e, &o->json, op_cb, o);
+		break;
 	case NODE_OP_WAIT_HEALTHY:
 		r = engine_wait_healthy(e, a->timeout_ms, op_cb, o);
 		break;
@@ -577,6 +580,7 @@ static const char *op_name(enum node_op op)
 	    [NODE_OP_REPLICAS] = "replica status",
 	    [NODE_OP_VERIFY] = "verify",
 	    [NODE_OP_WAIT_HEALTHY] = "wait-healthy",
+	    [NODE_OP_REPAIR] = "repair",
 	};
 	return (unsigned)op < sizeof(names) / sizeof(names[0]) ? names[op] : "op";
 }
@@ -584,7 +588,7 @@ static const char *op_name(enum node_op op)
 static bool op_mutates(enum node_op op)
 {
 	return op == NODE_OP_RESIZE || op == NODE_OP_SNAP_CREATE || op == NODE_OP_SNAP_DELETE ||
-	       op == NODE_OP_SNAP_REVERT || op == NODE_OP_CLONE;
+	       op == NODE_OP_SNAP_REVERT || op == NODE_OP_CLONE || op == NODE_OP_REPAIR;
 }
 
 static json_t *op_result(const char *vol, enum node_op op, const struct node_op_args *a)

@@ -37,7 +37,7 @@ static const struct group {
      "  blockctl snapshot clone VOL SNAP NEWVOL\n"},
     {"replica", cmd_replica,
      "  blockctl replica ls VOL [--json]\n"
-     "  blockctl replica verify VOL [--json]\n"
+     "  blockctl replica verify VOL [--repair] [--json]\n"
      "  blockctl replica wait VOL [--timeout SECONDS]\n"},
 };
 

@@ -1,6 +1,7 @@
 /*
- * replica: ls / verify / wait for one volume's replica set, through the volume's engine
- * (the node it is attached to, else a temporary engine on a member node).
+ * replica: ls / verify [--repair] / wait for one volume's replica set, through the volume's
+ * engine (the node it is attached to, else a temporary engine on a member node). verify
+ * without --repair only reads; with it, exit 0 means every replica matches afterwards.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -74,6 +75,18 @@ static int rep_ls(struct ctx *c, const char *vol)
 	return 0;
 }
 
+static void print_hashes(json_t *d)
+{
+	const char *node;
+	json_t *h;
+	const char *sep = ":";
+	json_object_foreach(json_object_get(d, "hashes"), node, h)
+	{
+		printf("%s %s=%s", sep, node, json_is_string(h) ? json_string_value(h) : "?");
+		sep = "";
+	}
+}
+
 static int rep_verify(struct ctx *c, const char *vol)
 {
 	json_t *res = vol_call(c, "replica verify", vol, "POST", "/verify", NULL, T_LONG_MS);
@@ -90,15 +103,7 @@ static int rep_verify(struct ctx *c, const char *vol)
 		{
 			printf("differ: offset %" PRIu64 " length %" PRIu64, jint(d, "offset"),
 			       jint(d, "length"));
-			const char *node;
-			json_t *h;
-			const char *sep = ":";
-			json_object_foreach(json_object_get(d, "hashes"), node, h)
-			{
-				printf("%s %s=%s", sep, node,
-				       json_is_string(h) ? json_string_value(h) : "?");
-				sep = "";
-			}
+			print_hashes(d);
 			printf("\n");
 		}
 		if (ndiff)
@@ -111,6 +116,53 @@ static int rep_verify(struct ctx *c, const char *vol)
 	}
 	json_decref(res);
 	return ndiff ? 1 : 0;
+}
+
+/* Exit 1 only for what is still inconsistent: the extents repair could not fix. */
+static int rep_repair(struct ctx *c, const char *vol)
+{
+	json_t *res =
+	    vol_call(c, "replica verify --repair", vol, "POST", "/repair", NULL, T_LONG_MS);
+	if (!json_is_object(res))
+		die("replica verify --repair: %s: the node answered without a result", vol);
+	json_t *rep = json_object_get(res, "repaired");
+	json_t *un = json_object_get(res, "unrepairable");
+	size_t nun = json_array_size(un);
+	if (c->json) {
+		print_json(res);
+	} else {
+		size_t i;
+		json_t *d;
+		json_array_foreach(rep, i, d)
+		{
+			printf("repaired: offset %" PRIu64 " length %" PRIu64 " from %s to",
+			       jint(d, "offset"), jint(d, "length"), jstr(d, "from"));
+			size_t k;
+			json_t *to;
+			json_array_foreach(json_object_get(d, "to"), k, to)
+			    printf("%s%s", k ? "," : " ",
+				   json_is_string(to) ? json_string_value(to) : "?");
+			printf("\n");
+		}
+		json_array_foreach(un, i, d)
+		{
+			printf("unrepairable: offset %" PRIu64 " length %" PRIu64 " (%s)",
+			       jint(d, "offset"), jint(d, "length"),
+			       jstr(d, "reason") ? jstr(d, "reason") : "?");
+			print_hashes(d);
+			printf("\n");
+		}
+		if (nun)
+			fprintf(stderr,
+				"blockctl: replica verify --repair: %s: %zu extents still differ "
+				"between replicas (no majority agrees, or the copy failed)\n",
+				vol, nun);
+		else
+			printf("all %" PRIu64 " extents match (%zu repaired)\n",
+			       jint(res, "checked"), json_array_size(rep));
+	}
+	json_decref(res);
+	return nun ? 1 : 0;
 }
 
 /* Sums resync progress over the replicas that are not healthy yet. */
@@ -198,13 +250,18 @@ int cmd_replica(struct ctx *c, int argc, char **argv)
 	snprintf(what, sizeof(what), "replica %s", cmd);
 	const char *o_timeout = NULL;
 	const struct optspec wait_specs[] = {{"timeout", true, &o_timeout}, {0}};
+	const char *o_repair = NULL;
 	const struct optspec none[] = {{0}};
+	const struct optspec verify_specs[] = {{"repair", false, &o_repair}, {0}};
 	bool is_wait = strcmp(cmd, "wait") == 0;
 	if (!is_wait && strcmp(cmd, "ls") != 0 && strcmp(cmd, "verify") != 0)
 		usage_die("replica: unknown command '%s' (ls, verify, wait)", cmd);
 	char err[256], *pos[1];
-	int n =
-	    opts_parse(argc - 1, argv + 1, is_wait ? wait_specs : none, pos, 1, err, sizeof(err));
+	int n = opts_parse(argc - 1, argv + 1,
+			   is_wait			? wait_specs
+			   : strcmp(cmd, "verify") == 0 ? verify_specs
+							: none,
+			   pos, 1, err, sizeof(err));
 	if (n < 0)
 		usage_die("%s: %s", what, err);
 	if (n != 1)
@@ -213,7 +270,7 @@ int cmd_replica(struct ctx *c, int argc, char **argv)
 	if (strcmp(cmd, "ls") == 0)
 		return rep_ls(c, pos[0]);
 	if (strcmp(cmd, "verify") == 0)
-		return rep_verify(c, pos[0]);
+		return o_repair ? rep_repair(c, pos[0]) : rep_verify(c, pos[0]);
 	uint64_t timeout = WAIT_DEFAULT_S;
 	if (o_timeout && parse_uint(o_timeout, 86400 * 7, &timeout) < 0)
 		usage_die("%s: bad --timeout '%s' (seconds)", what, o_timeout);
