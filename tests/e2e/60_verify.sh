@@ -1,6 +1,7 @@
 #!/bin/bash
 # replica verify finds a replica whose bytes were changed behind blockd's back (bit rot, a
-# stray write) and names the extent; volume resize grows every replica.
+# stray write) and names the extent; verify --repair copies it back from the majority (and
+# refuses without one); volume resize grows every replica.
 source "$(dirname "$0")/lib.sh"
 cluster_up 3
 "$BLOCKCTL" volume create vol --size 16M
@@ -23,7 +24,45 @@ import json,sys
 d=json.load(sys.stdin)
 assert [x["offset"] for x in d["differ"]] == [5242880], d' <<<"$json" || die "verify --json"
 
+# --repair copies the extent from the two replicas that agree onto node2; afterwards plain
+# verify (read-only) finds nothing and every replica serves the written bytes.
+out=$("$BLOCKCTL" replica verify vol --repair) || {
+	echo "$out"
+	die "verify --repair failed"
+}
+echo "$out"
+grep -qE '^repaired: offset 5242880 length 1048576 from node[13] to node2$' <<<"$out" ||
+	die "verify --repair did not name the extent and the node it repaired"
+"$BLOCKCTL" replica verify vol || die "replicas still differ after repair"
+json=$("$BLOCKCTL" replica verify vol --repair --json) || die "a second repair failed"
+python3 -c '
+import json,sys
+d=json.load(sys.stdin)
+assert d["differ"] == [] and d["repaired"] == [] and d["unrepairable"] == [], d' <<<"$json" ||
+	die "a second repair found something"
+for n in node1 node2 node3; do
+	# Reads go to the local replica: attaching on each node reads each replica.
+	url=$("$BLOCKCTL" volume attach vol --node "$n")
+	qio "$url" 'read -P 0x42 0 16M'
+	"$BLOCKCTL" volume detach vol
+done
+
 "$BLOCKCTL" volume resize vol --size 32M
 expect_fail "$BLOCKCTL" volume resize vol --size 8M
 [ "$("$BLOCKCTL" volume info vol --json | json_get '["size"]')" = $((32 << 20)) ] || die "resize"
+
+# Three different versions of one extent: no majority, so repair copies nothing, names the
+# extent and exits 1.
+for n in node2 node3; do
+	data=$(ls "$CLUSTER"/$n/replicas/vol/layer-*.data | head -n 1)
+	printf '%s' "$n" | dd of="$data" bs=1 seek=$((7 * 1048576 + 9)) conv=notrunc status=none
+done
+if out=$("$BLOCKCTL" replica verify vol --repair 2>&1); then
+	echo "$out"
+	die "verify --repair exited 0 with no majority"
+fi
+echo "$out"
+grep -qE '^unrepairable: offset 7340032 length 1048576 \(no majority\)' <<<"$out" ||
+	die "verify --repair did not name the unrepairable extent"
+grep -q '^repaired' <<<"$out" && die "verify --repair copied without a majority"
 log "ok"
