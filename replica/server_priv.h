@@ -58,7 +58,7 @@ struct srv_conn {
 	bool running;			/* inside conn_run: defer frees and recursion */
 	bool rerun;			/* something changed while running */
 	uint32_t events;		/* currently registered epoll events */
-	bool readable;			/* EPOLLIN seen and read() has not hit EAGAIN since */
+	bool readable;			/* EPOLLIN seen and no read since came back short */
 	struct loop_timer *flush_timer; /* replies completed this iteration go out together */
 	struct srv_store *vol;
 	uint8_t *rbuf; /* SRV_RBUF_SIZE; rpos..rend unparsed */
