@@ -33,6 +33,17 @@ random_file "$WORK/big" 65M
 expect_fail "$BLOCKCTL" volume import vol1 "$WORK/big"
 expect_fail "$BLOCKCTL" volume import vol1 "$WORK/does-not-exist"
 
+# Placement chosen by the operator.
+"$BLOCKCTL" volume create placed --size 4M --nodes node3,node2
+"$BLOCKCTL" volume info placed --json | python3 -c '
+import json,sys
+assert sorted(m["node"] for m in json.load(sys.stdin)["members"]) == ["node2", "node3"]' ||
+	die "--nodes placement"
+expect_fail "$BLOCKCTL" volume create p2 --size 4M --nodes node1,node9
+expect_fail "$BLOCKCTL" volume create p2 --size 4M --nodes node1,node1
+expect_fail "$BLOCKCTL" volume create p2 --size 4M --nodes node1 --replicas 2
+"$BLOCKCTL" volume rm placed
+
 "$BLOCKCTL" volume rm vol1
 [ "$("$BLOCKCTL" volume ls --json)" = "[]" ] || die "volume rm left something"
 log "ok"

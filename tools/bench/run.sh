@@ -18,7 +18,8 @@ trap '"$BLOCKCTL" cluster down >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 declare -A URL
 REPLICAS=(${REPLICAS:-1 2 3})
 for r in "${REPLICAS[@]}"; do
-	"$BLOCKCTL" volume create "bench$r" --size "$SIZE" --replicas "$r" >/dev/null
+	nodes=$(seq -s, -f 'node%g' 1 "$r") # node1 first: every volume has a local replica
+	"$BLOCKCTL" volume create "bench$r" --size "$SIZE" --nodes "$nodes" >/dev/null
 	URL[$r]=$("$BLOCKCTL" volume attach "bench$r" --node node1)
 done
 

@@ -19,7 +19,7 @@ static const struct group {
      "  blockctl cluster down [--dir DIR]\n"},
     {"node", cmd_node, "  blockctl node ls [--json]\n"},
     {"volume", cmd_volume,
-     "  blockctl volume create NAME --size SIZE [--replicas N]   (SIZE: 10G, 512M, ...)\n"
+     "  blockctl volume create NAME --size SIZE [--replicas N | --nodes A,B,C]   (SIZE: 10G, 512M, ...)\n"
      "  blockctl volume ls [--json]\n"
      "  blockctl volume info NAME [--json]\n"
      "  blockctl volume rm NAME\n"

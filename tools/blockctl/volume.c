@@ -50,11 +50,44 @@ static int cand_cmp(const void *a, const void *b)
 	return x->order < y->order ? -1 : (x->order > y->order);
 }
 
+/* --nodes a,b,c: the operator's placement, in that order; every node must exist and be up. */
+static unsigned pick_nodes(struct ctx *c, const struct view *v, const char *what,
+			   const char *list, uint64_t want, struct cand *out)
+{
+	char buf[CONFIG_MAX_NODES * CONFIG_NAME_MAX];
+	unsigned n = 0;
+	if (strlen(list) >= sizeof(buf))
+		usage_die("%s: --nodes list too long", what);
+	strcpy(buf, list);
+	for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		unsigned i = 0;
+		while (i < v->n && strcmp(v->nodes[i].n->name, tok) != 0)
+			i++;
+		if (i == v->n)
+			usage_die("%s: --nodes: no node '%s' in %s", what, tok, c->conf_path);
+		for (unsigned k = 0; k < n; k++)
+			if (out[k].n == v->nodes[i].n)
+				usage_die("%s: --nodes: '%s' given twice", what, tok);
+		if (!v->nodes[i].up)
+			die("%s: --nodes: %s is down", what, tok);
+		if (n == CONFIG_MAX_NODES)
+			usage_die("%s: --nodes: too many nodes", what);
+		out[n++] = (struct cand){v->nodes[i].n, 0, i};
+	}
+	if (n == 0)
+		usage_die("%s: --nodes: empty list", what);
+	if (want && want != n)
+		usage_die("%s: --replicas %" PRIu64 " but --nodes names %u nodes", what, want, n);
+	return n;
+}
+
 static int vol_create(struct ctx *c, int argc, char **argv)
 {
 	const char *what = "volume create";
-	const char *o_size = NULL, *o_rep = NULL;
-	const struct optspec specs[] = {{"size", true, &o_size}, {"replicas", true, &o_rep}, {0}};
+	const char *o_size = NULL, *o_rep = NULL, *o_nodes = NULL;
+	const struct optspec specs[] = {
+	    {"size", true, &o_size}, {"replicas", true, &o_rep}, {"nodes", true, &o_nodes}, {0}};
 	char *pos[1];
 	parse_args(what, argc, argv, specs, pos, 1);
 	const char *name = pos[0];
@@ -64,7 +97,7 @@ static int vol_create(struct ctx *c, int argc, char **argv)
 	uint64_t nrep = c->cfg.replicas ? c->cfg.replicas : 1;
 	if (o_rep && (parse_uint(o_rep, CONFIG_MAX_NODES, &nrep) < 0 || nrep == 0))
 		usage_die("%s: bad --replicas '%s'", what, o_rep);
-	if (nrep > c->cfg.nnodes)
+	if (!o_nodes && nrep > c->cfg.nnodes)
 		die("%s: %s: %" PRIu64 " replicas wanted but the cluster has only %u nodes", what,
 		    name, nrep, c->cfg.nnodes);
 
@@ -82,10 +115,15 @@ static int vol_create(struct ctx *c, int argc, char **argv)
 		    (struct cand){v.nodes[i].n, (unsigned)json_array_size(v.nodes[i].replicas), i};
 		ncand++;
 	}
+	if (o_nodes)
+		ncand = pick_nodes(c, &v, what, o_nodes, o_rep ? nrep : 0, cands);
+	if (o_nodes)
+		nrep = ncand;
 	if (ncand < nrep)
 		die("%s: %s: %" PRIu64 " replicas wanted but only %u nodes are up", what, name,
 		    nrep, ncand);
-	qsort(cands, ncand, sizeof(cands[0]), cand_cmp);
+	if (!o_nodes)
+		qsort(cands, ncand, sizeof(cands[0]), cand_cmp);
 
 	json_t *members = json_array();
 	for (unsigned i = 0; i < nrep; i++)
