@@ -99,16 +99,18 @@ int engine_clone(struct engine *e, const char *snap, const char *new_name, engin
 		 void *arg);
 int engine_resize(struct engine *e, uint64_t size, engine_cb cb, void *arg);
 
-/* Compares XXH3 of every extent across in-sync and reachable replicas. On cb(arg, 0),
- * *json is a malloc'd JSON object {"extent":N,"checked":N,"differ":[{"offset":..,
- * "length":..,"hashes":{"node1":"..",...}}]}. */
+/* Compares XXH3 of every extent across in-sync and reachable replicas, the head and then each
+ * snapshot's view. On cb(arg, 0), *json is a malloc'd JSON object {"extent":N,"checked":N,
+ * "differ":[{"offset":..,"length":..,"hashes":{"node1":"..",...}}],"snapshots_checked":N,
+ * "snapshots_differ":[{"snapshot":name,"offset","length","hashes"}],"snapshots_unchecked":
+ * [{"snapshot","node","error"}]} (a replica that could not hash that snapshot). */
 int engine_verify(struct engine *e, char **json, engine_cb cb, void *arg);
 /* Verify, then repair (engine_repair.c): each differing extent on which a strict majority of
  * the in-sync reachable replicas agree is copied from one of them to the others (guest writes
  * to it wait meanwhile), flushed and hashed again. *json: verify's object plus
  * "repaired":[{"offset","length","from","to":[node,..]}] and "unrepairable":[{"offset",
- * "length","hashes":{..},"reason"}] (no majority, or the copy failed). Head only: snapshot
- * layers are neither compared nor repaired. */
+ * "length","hashes":{..},"reason"}] (no majority, or the copy failed). Snapshot views are
+ * compared as by verify but never repaired. */
 int engine_repair(struct engine *e, char **json, engine_cb cb, void *arg);
 
 /* Wait until every replica is healthy (cb 0) or timeout_ms passes (cb -ETIMEDOUT). */

@@ -187,6 +187,7 @@ struct engine {
 	bool auth_clean;
 
 	struct loop_timer *tick;
+	uint64_t prev_tick; /* when the previous tick ran (ms) */
 	uint64_t last_reconnect;
 
 	struct eio_list queue, active, barrier;
@@ -275,6 +276,11 @@ typedef void (*verify_chunk_fn)(void *arg, uint64_t pos, uint32_t n, uint32_t nt
 				struct target *const *ts, const bool *got, uint64_t *const *h);
 int eng_verify_scan(struct engine *e, char **json, verify_chunk_fn fn, void *fn_arg, engine_cb cb,
 		    void *arg);
+
+/* engine_snapverify.c: adds "snapshots_checked", "snapshots_differ" and "snapshots_unchecked"
+ * (see engine_verify) to out; cb(arg, res) may run before it returns. */
+struct json_t;
+int eng_snap_verify(struct engine *e, struct json_t *out, engine_cb cb, void *arg);
 
 /* engine_repair.c */
 bool repair_range_busy(struct engine *e, uint64_t off, uint64_t len);

@@ -9,8 +9,8 @@
  *   every other, flush those, hash again to confirm, unlock.
  *
  * Without a majority nothing is written: the extent is reported unrepairable. The whole repair
- * counts as a copy in flight (e->copies), so a quiesce (snapshot op, close) waits for it; it
- * only compares and repairs the head, never snapshot layers.
+ * counts as a copy in flight (e->copies), so a quiesce (snapshot op, close) waits for it.
+ * Snapshot views are then compared like verify does (engine_snapverify.c) but never repaired.
  */
 #include "engine_int.h"
 
@@ -26,6 +26,7 @@ struct repair {
 	engine_cb cb;
 	void *arg;
 	char *vjson; /* verify's result */
+	json_t *out;
 	uint64_t *items;
 	size_t n, cap, cur;
 	json_t *repaired, *unrepairable;
@@ -56,23 +57,11 @@ bool repair_range_busy(struct engine *e, uint64_t off, uint64_t len)
 
 static void item_next(struct repair *r);
 
-static void repair_end(struct repair *r)
+static void repair_free(struct repair *r)
 {
-	struct engine *e = r->e;
-	if (r->counted) {
-		r->counted = false;
-		e->copies--;
-	}
-	e->repair = NULL;
-	if (r->res == 0) {
-		json_t *j = json_loads(r->vjson, 0, NULL);
-		if (j && !json_object_set(j, "repaired", r->repaired) &&
-		    !json_object_set(j, "unrepairable", r->unrepairable))
-			*r->json = json_dumps(j, JSON_COMPACT);
-		json_decref(j);
-		if (!*r->json)
-			r->res = -ENOMEM;
-	}
+	if (r->res == 0 && !(*r->json = json_dumps(r->out, JSON_COMPACT)))
+		r->res = -ENOMEM;
+	json_decref(r->out);
 	json_decref(r->repaired);
 	json_decref(r->unrepairable);
 	free(r->vjson);
@@ -82,9 +71,44 @@ static void repair_end(struct repair *r)
 	void *arg = r->arg;
 	int res = r->res;
 	free(r);
+	cb(arg, res);
+}
+
+static void snaps_done(void *arg, int res)
+{
+	struct repair *r = arg;
+	r->res = res;
+	repair_free(r);
+}
+
+/* The head is done: release the engine, then compare the snapshot views. */
+static void repair_end(struct repair *r)
+{
+	struct engine *e = r->e;
+	if (r->counted) {
+		r->counted = false;
+		e->copies--;
+	}
+	e->repair = NULL;
 	if (!e->dying)
 		eng_kick(e); /* a quiesce may have waited for us */
-	cb(arg, res);
+	if (r->res == 0) {
+		r->out = json_loads(r->vjson, 0, NULL);
+		if (!r->out || json_object_set(r->out, "repaired", r->repaired) ||
+		    json_object_set(r->out, "unrepairable", r->unrepairable))
+			r->res = -ENOMEM;
+	}
+	if (r->res == 0 && e->dying)
+		r->res = -ECANCELED;
+	if (r->res == 0) {
+		int res = eng_snap_verify(e, r->out, snaps_done, r); /* r may be gone */
+		if (res < 0) {
+			r->res = res;
+			repair_free(r);
+		}
+		return;
+	}
+	repair_free(r);
 }
 
 static void handle_err(struct engine *e, struct target *t, int res, const char *why)

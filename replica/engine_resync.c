@@ -785,11 +785,6 @@ static void verify_chunk(struct verify *v)
 	verify_chunk_start(v);
 }
 
-int engine_verify(struct engine *e, char **json, engine_cb cb, void *arg)
-{
-	return eng_verify_scan(e, json, NULL, NULL, cb, arg);
-}
-
 int eng_verify_scan(struct engine *e, char **json, verify_chunk_fn fn, void *fn_arg, engine_cb cb,
 		    void *arg)
 {

@@ -1,7 +1,8 @@
 /*
  * test_repair: engine_repair on three real replica servers (tests/unit/engine_env.h): a replica
  * corrupted behind the engine's back is repaired from the majority while guest writes hit the
- * same extent, and a 1-vs-1 split is reported unrepairable and left as it is.
+ * same extent, a 1-vs-1 split is reported unrepairable and left as it is, and a difference in a
+ * snapshot's view is found by verify and repair (and left alone).
  */
 #include "engine_env.h"
 
@@ -158,12 +159,57 @@ static void test_repair_clean(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* A difference frozen into a snapshot's layer: verify and repair name the snapshot's extent
+ * (repair does not touch snapshot layers) while the head matches everywhere. */
+static void test_snapshot_view_differs(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	wpat(env, e, 0x42, 2u << 20, 2u << 20);
+	uint8_t junk[4096];
+	memset(junk, 0x99, sizeof(junk));
+	store_poke(env, 2, (3u << 20) + 4096, junk, sizeof(junk));
+	struct done d = {0};
+	assert_int_equal(engine_snapshot_create(e, "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 10000), 0);
+	wpat(env, e, 0x43, 3u << 20, 1u << 20); /* the head agrees again */
+
+	char *json = NULL;
+	d = (struct done){0};
+	assert_int_equal(engine_verify(e, &json, done_cb, &d), 0);
+	assert_int_equal(wait_done(env, &d, 10000), 0);
+	json_t *j = json_loads(json, 0, NULL);
+	assert_non_null(j);
+	free(json);
+	for (int pass = 0; pass < 2; pass++) {
+		assert_int_equal(json_array_size(json_object_get(j, "differ")), 0);
+		assert_int_equal(json_integer_value(json_object_get(j, "snapshots_checked")), 1);
+		assert_int_equal(json_array_size(json_object_get(j, "snapshots_unchecked")), 0);
+		json_t *sd = json_object_get(j, "snapshots_differ");
+		assert_int_equal(json_array_size(sd), 1);
+		json_t *x = json_array_get(sd, 0);
+		assert_string_equal(json_string_value(json_object_get(x, "snapshot")), "s1");
+		assert_int_equal(json_integer_value(json_object_get(x, "offset")), 3u << 20);
+		assert_int_equal(json_object_size(json_object_get(x, "hashes")), 3);
+		json_decref(j);
+		if (pass == 0) {
+			j = run_repair(env, e);
+			assert_int_equal(json_array_size(json_object_get(j, "repaired")), 0);
+			assert_int_equal(json_array_size(json_object_get(j, "unrepairable")), 0);
+		}
+	}
+	check_all(env, e);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_repair_clean, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_repair_under_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_repair_split_is_unrepairable, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_view_differs, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
