@@ -87,6 +87,25 @@ static void print_hashes(json_t *d)
 	}
 }
 
+/* Snapshot views that differ (verify and repair compare them, neither repairs them). */
+static size_t print_snapshots(json_t *res)
+{
+	size_t i;
+	json_t *d;
+	json_array_foreach(json_object_get(res, "snapshots_differ"), i, d)
+	{
+		printf("snapshot %s differs: offset %" PRIu64 " length %" PRIu64,
+		       jstr(d, "snapshot") ? jstr(d, "snapshot") : "?", jint(d, "offset"),
+		       jint(d, "length"));
+		print_hashes(d);
+		printf("\n");
+	}
+	json_array_foreach(json_object_get(res, "snapshots_unchecked"), i, d) printf(
+	    "snapshot %s not checked on %s: %s\n", jstr(d, "snapshot") ? jstr(d, "snapshot") : "?",
+	    jstr(d, "node") ? jstr(d, "node") : "?", jstr(d, "error") ? jstr(d, "error") : "?");
+	return json_array_size(json_object_get(res, "snapshots_differ"));
+}
+
 static int rep_verify(struct ctx *c, const char *vol)
 {
 	json_t *res = vol_call(c, "replica verify", vol, "POST", "/verify", NULL, T_LONG_MS);
@@ -94,6 +113,7 @@ static int rep_verify(struct ctx *c, const char *vol)
 		die("replica verify: %s: the node answered without a result", vol);
 	json_t *differ = json_object_get(res, "differ");
 	size_t ndiff = json_array_size(differ);
+	size_t nsnap = json_array_size(json_object_get(res, "snapshots_differ"));
 	if (c->json) {
 		print_json(res);
 	} else {
@@ -106,19 +126,21 @@ static int rep_verify(struct ctx *c, const char *vol)
 			print_hashes(d);
 			printf("\n");
 		}
-		if (ndiff)
+		print_snapshots(res);
+		if (ndiff || nsnap)
 			fprintf(stderr,
 				"blockctl: replica verify: %s: %zu of %" PRIu64
-				" extents differ between replicas\n",
-				vol, ndiff, jint(res, "checked"));
+				" extents differ between replicas, %zu in snapshots\n",
+				vol, ndiff, jint(res, "checked"), nsnap);
 		else
 			printf("all %" PRIu64 " extents match\n", jint(res, "checked"));
 	}
 	json_decref(res);
-	return ndiff ? 1 : 0;
+	return ndiff || nsnap ? 1 : 0;
 }
 
-/* Exit 1 only for what is still inconsistent: the extents repair could not fix. */
+/* Exit 1 only for what is still inconsistent: the extents repair could not fix, and
+ * snapshot views that differ. */
 static int rep_repair(struct ctx *c, const char *vol)
 {
 	json_t *res =
@@ -128,6 +150,7 @@ static int rep_repair(struct ctx *c, const char *vol)
 	json_t *rep = json_object_get(res, "repaired");
 	json_t *un = json_object_get(res, "unrepairable");
 	size_t nun = json_array_size(un);
+	size_t nsnap = json_array_size(json_object_get(res, "snapshots_differ"));
 	if (c->json) {
 		print_json(res);
 	} else {
@@ -152,17 +175,24 @@ static int rep_repair(struct ctx *c, const char *vol)
 			print_hashes(d);
 			printf("\n");
 		}
+		print_snapshots(res);
 		if (nun)
 			fprintf(stderr,
 				"blockctl: replica verify --repair: %s: %zu extents still differ "
 				"between replicas (no majority agrees, or the copy failed)\n",
 				vol, nun);
-		else
+		if (nsnap)
+			fprintf(
+			    stderr,
+			    "blockctl: replica verify --repair: %s: %zu snapshot extents differ "
+			    "between replicas (snapshots are not repaired)\n",
+			    vol, nsnap);
+		if (!nun && !nsnap)
 			printf("all %" PRIu64 " extents match (%zu repaired)\n",
 			       jint(res, "checked"), json_array_size(rep));
 	}
 	json_decref(res);
-	return nun ? 1 : 0;
+	return nun || nsnap ? 1 : 0;
 }
 
 /* Sums resync progress over the replicas that are not healthy yet. */
