@@ -927,20 +927,27 @@ static void tick(void *arg)
 	if (e->dying)
 		return;
 	uint64_t now = loop_now_ms();
+	/* A replica counts as silent only for a deadline that had passed by the previous tick:
+	 * the loop has read every socket for a whole tick since. Judging by `now` would eject
+	 * replicas whose answers wait unread after a stall of our own loop (synchronous store
+	 * work, the process not scheduled), and a stall as long as the io timeout would eject
+	 * them all at once and fail guest I/O for want of a quorum. */
+	uint64_t silent_by = e->prev_tick;
+	e->prev_tick = now;
 	if (e->opening) {
 		/* Only requests of the open itself are outstanding; probes have their own timer. */
 		for (uint32_t i = 0; i < e->ntargets; i++)
-			if (e->t[i]->ifl_head && now >= e->t[i]->ifl_head->deadline)
+			if (e->t[i]->ifl_head && silent_by >= e->t[i]->ifl_head->deadline)
 				eng_eject(e->t[i], -ETIMEDOUT, "no answer");
 		loop_timer_add(e->l, ENGINE_TICK_MS, tick, e, &e->tick);
 		return;
 	}
 	for (uint32_t i = 0; i < e->ntargets; i++) {
 		struct target *t = e->t[i];
-		if (t->ifl_head && now >= t->ifl_head->deadline)
+		if (t->ifl_head && silent_by >= t->ifl_head->deadline)
 			eng_eject(t, -ETIMEDOUT, "no answer");
 		else if (t->conn && !t->conn->ready &&
-			 now - t->conn->started >= eng_long_timeout(e))
+			 silent_by >= t->conn->started + eng_long_timeout(e))
 			eng_eject(t, -ETIMEDOUT, "connect");
 	}
 	eio_expire(e, now);
