@@ -361,11 +361,6 @@ static void item_next(struct repair *r)
 	}
 	r->off = r->items[r->cur];
 	r->len = e->size - r->off < ENGINE_GRAIN ? e->size - r->off : ENGINE_GRAIN;
-	if (r->off >= e->size) { /* shrunk since the scan? (resize only grows; be safe) */
-		r->cur++;
-		item_next(r);
-		return;
-	}
 	r->locked = true;
 	hash_start(r);
 }
