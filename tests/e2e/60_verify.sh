@@ -1,7 +1,8 @@
 #!/bin/bash
 # replica verify finds a replica whose bytes were changed behind blockd's back (bit rot, a
 # stray write) and names the extent; verify --repair copies it back from the majority (and
-# refuses without one); volume resize grows every replica.
+# refuses without one); a difference in a snapshot layer is reported, not repaired; volume
+# resize grows every replica.
 source "$(dirname "$0")/lib.sh"
 cluster_up 3
 "$BLOCKCTL" volume create vol --size 16M
@@ -51,18 +52,42 @@ done
 expect_fail "$BLOCKCTL" volume resize vol --size 8M
 [ "$("$BLOCKCTL" volume info vol --json | json_get '["size"]')" = $((32 << 20)) ] || die "resize"
 
-# Three different versions of one extent: no majority, so repair copies nothing, names the
-# extent and exits 1.
+# A difference inside a snapshot's layer (the head overwrote that extent since) is reported by
+# verify and by --repair, which does not repair snapshots and so exits 1.
+declare -A old
+for n in node1 node2 node3; do
+	old[$n]=$(ls "$CLUSTER"/$n/replicas/vol/layer-*.data)
+	[ "$(wc -l <<<"${old[$n]}")" = 1 ] || die "expected one layer before the snapshot"
+done
+"$BLOCKCTL" snapshot create vol s1
+url=$("$BLOCKCTL" volume attach vol)
+qio "$url" 'write -P 0x44 12M 1M' 'flush'
+"$BLOCKCTL" volume detach vol
+printf 'rot' | dd of="${old[node3]}" bs=1 seek=$((12 * 1048576 + 77)) conv=notrunc status=none
+for flag in "" --repair; do
+	if out=$("$BLOCKCTL" replica verify vol $flag 2>&1); then
+		echo "$out"
+		die "verify $flag missed a snapshot difference"
+	fi
+	echo "$out"
+	grep -qE '^snapshot s1 differs: offset 12582912 length 1048576' <<<"$out" ||
+		die "verify $flag did not name the snapshot extent"
+	grep -q '^repaired' <<<"$out" && die "verify $flag repaired something in the head"
+done
+
+# Three different versions of one head extent (the head layer owns 12M since the write above):
+# no majority, so repair copies nothing, names the extent and exits 1.
 for n in node2 node3; do
-	data=$(ls "$CLUSTER"/$n/replicas/vol/layer-*.data | head -n 1)
-	printf '%s' "$n" | dd of="$data" bs=1 seek=$((7 * 1048576 + 9)) conv=notrunc status=none
+	data=$(ls "$CLUSTER"/$n/replicas/vol/layer-*.data | grep -vxF "${old[$n]}")
+	[ "$(wc -l <<<"$data")" = 1 ] || die "expected one head layer on $n"
+	printf '%s' "$n" | dd of="$data" bs=1 seek=$((12 * 1048576 + 9)) conv=notrunc status=none
 done
 if out=$("$BLOCKCTL" replica verify vol --repair 2>&1); then
 	echo "$out"
 	die "verify --repair exited 0 with no majority"
 fi
 echo "$out"
-grep -qE '^unrepairable: offset 7340032 length 1048576 \(no majority\)' <<<"$out" ||
+grep -qE '^unrepairable: offset 12582912 length 1048576 \(no majority\)' <<<"$out" ||
 	die "verify --repair did not name the unrepairable extent"
 grep -q '^repaired' <<<"$out" && die "verify --repair copied without a majority"
 log "ok"
