@@ -203,6 +203,79 @@ static void test_snapshot_view_differs(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* n2 gets garbage in extents [first, first + n). */
+static void corrupt_n2(struct env *env, uint32_t first, uint32_t n)
+{
+	uint8_t junk[4096];
+	for (uint32_t i = 0; i < n; i++) {
+		fill(junk, sizeof(junk));
+		store_poke(env, 1, (uint64_t)(first + i) * ENGINE_GRAIN + 8192, junk, sizeof(junk));
+	}
+}
+
+static bool repairing(void *arg)
+{
+	struct engine *e = arg;
+	return e->repair && e->copies > 0;
+}
+
+/* A snapshot op asked for in the middle of a repair waits for it, then runs. */
+static void test_repair_then_snapshot(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	wpat(env, e, 0x42, 0, 32u << 20);
+	corrupt_n2(env, 4, 24);
+	char *json = NULL;
+	struct done dr = {0}, ds = {0};
+	assert_int_equal(engine_repair(e, &json, done_cb, &dr), 0);
+	assert_int_equal(engine_repair(e, &json, done_cb, &dr), -EBUSY);
+	assert_true(run_until(env, repairing, e, 10000));
+	assert_int_equal(engine_snapshot_create(e, "s1", done_cb, &ds), 0);
+	assert_int_equal(wait_done(env, &dr, 15000), 0);
+	assert_int_equal(wait_done(env, &ds, 15000), 0);
+	json_t *j = json_loads(json, 0, NULL);
+	free(json);
+	assert_non_null(j);
+	assert_int_equal(json_array_size(json_object_get(j, "repaired")), 24);
+	assert_int_equal(json_array_size(json_object_get(j, "unrepairable")), 0);
+	json_decref(j);
+	verify_clean(env, e);
+	stores_equal_model(env);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
+/* Closing the engine cancels a repair cleanly; the next engine's repair finishes the job. */
+static void test_close_during_repair(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	wpat(env, e, 0x42, 0, 32u << 20);
+	corrupt_n2(env, 2, 28);
+	char *json = NULL;
+	struct done dr = {0}, dc = {0};
+	assert_int_equal(engine_repair(e, &json, done_cb, &dr), 0);
+	assert_true(run_until(env, repairing, e, 10000));
+	for (int i = 0; i < 4; i++)
+		if (env->open[i] == e)
+			env->open[i] = NULL;
+	assert_int_equal(engine_close(e, done_cb, &dc), 0);
+	assert_int_equal(wait_done(env, &dc, 15000), 0);
+	assert_true(dr.done);
+	assert_true(dr.res == -ECANCELED || dr.res == 0);
+	free(json);
+
+	assert_int_equal(open_engine(env, &e), 0);
+	json_t *j = run_repair(env, e);
+	assert_int_equal(json_array_size(json_object_get(j, "unrepairable")), 0);
+	json_decref(j);
+	verify_clean(env, e);
+	stores_equal_model(env);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -210,6 +283,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_repair_under_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_repair_split_is_unrepairable, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_view_differs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_repair_then_snapshot, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_during_repair, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
