@@ -40,7 +40,35 @@ struct env {
 	struct engine_replica_addr addrs[NSRV];
 	uint8_t *model;
 	struct engine *open[4]; /* closed by teardown if a test failed half way */
+	/*
+	 * Test state that loop callbacks reach lives on the heap and is registered here while
+	 * it is live: a test that fails half way is left by a longjmp, so teardown must detach
+	 * it (fn) before closing the engines and running the loop, and frees it afterwards.
+	 */
+	struct env_hook {
+		void (*fn)(void *arg, int n);
+		void *arg;
+		int n;
+	} hooks[8];
 };
+
+static inline void env_hook_add(struct env *env, void (*fn)(void *, int), void *arg, int n)
+{
+	for (int i = 0; i < 8; i++) {
+		if (!env->hooks[i].arg) {
+			env->hooks[i] = (struct env_hook){fn, arg, n};
+			return;
+		}
+	}
+	fail_msg("too many env hooks");
+}
+
+static inline void env_hook_del(struct env *env, void *arg)
+{
+	for (int i = 0; i < 8; i++)
+		if (env->hooks[i].arg == arg)
+			env->hooks[i] = (struct env_hook){0};
+}
 
 struct done {
 	bool done;
@@ -157,9 +185,15 @@ static inline int close_engine(struct env *env, struct engine *e);
 static inline int teardown(void **state)
 {
 	struct env *env = *state;
+	for (int i = 0; i < 8; i++)
+		if (env->hooks[i].fn)
+			env->hooks[i].fn(env->hooks[i].arg, env->hooks[i].n);
 	for (int i = 0; i < 4; i++)
 		if (env->open[i])
 			close_engine(env, env->open[i]);
+	run_for(env, 10); /* every callback of the engines runs while their state is live */
+	for (int i = 0; i < 8; i++)
+		free(env->hooks[i].arg);
 	for (int i = 0; i < NSRV; i++) {
 		if (env->srv[i])
 			replica_server_free(env->srv[i]);
@@ -277,7 +311,7 @@ struct loader {
 	uint64_t ok, failed;
 	int last_err;
 	struct slot {
-		struct loader *ld;
+		struct loader *ld; /* NULL once detached by teardown: completions are ignored */
 		int idx;
 		uint8_t buf[64 << 10];
 	} * slots;
@@ -289,6 +323,8 @@ static inline void load_done(void *arg, int res)
 {
 	struct slot *s = arg;
 	struct loader *ld = s->ld;
+	if (!ld)
+		return;
 	ld->inflight--;
 	if (res == 0) {
 		ld->ok++;
@@ -320,10 +356,20 @@ static inline void load_submit(struct slot *s)
 	}
 }
 
+/* Teardown of a test that failed with the loader running (its struct loader, on the test's
+ * stack, is gone): the writes still in flight end unseen. */
+static inline void load_detach(void *arg, int n)
+{
+	struct slot *slots = arg;
+	for (int i = 0; i < n; i++)
+		slots[i].ld = NULL;
+}
+
 static inline void load_start(struct loader *ld)
 {
 	ld->slots = calloc((size_t)ld->depth, sizeof(*ld->slots));
 	assert_non_null(ld->slots);
+	env_hook_add(ld->env, load_detach, ld->slots, ld->depth);
 	for (int i = 0; i < ld->depth; i++) {
 		ld->slots[i].ld = ld;
 		ld->slots[i].idx = i;
@@ -340,6 +386,7 @@ static inline void load_stop(struct loader *ld)
 {
 	ld->stop = true;
 	assert_true(run_until(ld->env, load_idle, ld, 10000));
+	env_hook_del(ld->env, ld->slots);
 	free(ld->slots);
 }
 

@@ -656,9 +656,20 @@ static void proxy_accept(void *arg, uint32_t ev)
 	loop_add_fd(p->l, b, evs, end_event, y);
 }
 
-static void proxy_start(struct proxy *p, struct loop *l, uint16_t target)
+static void proxy_stop(struct proxy *p);
+
+static void proxy_detach(void *arg, int n)
 {
-	memset(p, 0, sizeof(*p));
+	(void)n;
+	proxy_stop(arg);
+}
+
+/* On the heap and registered with env: its fds call back into it from the loop. */
+static struct proxy *proxy_start(struct env *env, uint16_t target)
+{
+	struct loop *l = env->l;
+	struct proxy *p = calloc(1, sizeof(*p));
+	assert_non_null(p);
 	p->l = l;
 	p->target = target;
 	p->lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -673,6 +684,8 @@ static void proxy_start(struct proxy *p, struct loop *l, uint16_t target)
 	p->port = ntohs(sa.sin_port);
 	assert_int_equal(listen(p->lfd, 8), 0);
 	assert_int_equal(loop_add_fd(l, p->lfd, EPOLLIN, proxy_accept, p), 0);
+	env_hook_add(env, proxy_detach, p, 0);
+	return p;
 }
 
 static void proxy_freeze(struct proxy *p, bool frozen)
@@ -689,8 +702,18 @@ static void proxy_stop(struct proxy *p)
 	for (int i = 0; i < p->nends; i++)
 		if (p->ends[i].open)
 			end_close(&p->ends[i]);
-	loop_del_fd(p->l, p->lfd);
-	close(p->lfd);
+	if (p->lfd >= 0) {
+		loop_del_fd(p->l, p->lfd);
+		close(p->lfd);
+		p->lfd = -1;
+	}
+}
+
+static void proxy_free(struct env *env, struct proxy *p)
+{
+	proxy_stop(p);
+	env_hook_del(env, p);
+	free(p);
 }
 
 /* A replica that stops answering (but keeps its connection) is ejected after the io
@@ -698,9 +721,8 @@ static void proxy_stop(struct proxy *p)
 static void test_timeout_eject(void **state)
 {
 	struct env *env = *state;
-	struct proxy px;
-	proxy_start(&px, env->l, env->port[2]);
-	env->addrs[2].port = px.port;
+	struct proxy *px = proxy_start(env, env->port[2]);
+	env->addrs[2].port = px->port;
 	struct engine *e;
 	assert_int_equal(open_engine(env, &e), 0);
 	assert_int_equal(target_of(e, "n3")->store, NULL);
@@ -708,7 +730,7 @@ static void test_timeout_eject(void **state)
 	    .env = env, .e = e, .region_off = 0, .region_len = 4u << 20, .depth = 4};
 	load_start(&ld);
 	run_for(env, 100);
-	proxy_freeze(&px, true);
+	proxy_freeze(px, true);
 	uint64_t t0 = loop_now_ms();
 	struct stale_wait sw = {e, "n3"};
 	assert_true(run_until(env, node_stale, &sw, 3000));
@@ -719,7 +741,7 @@ static void test_timeout_eject(void **state)
 	uint64_t ok = ld.ok;
 	run_for(env, 200);
 	assert_true(ld.ok > ok); /* still writing without n3 */
-	proxy_freeze(&px, false);
+	proxy_freeze(px, false);
 	wait_healthy(env, e);
 	load_stop(&ld);
 	assert_int_equal(ld.failed, 0);
@@ -727,7 +749,7 @@ static void test_timeout_eject(void **state)
 	verify_clean(env, e);
 	check_all(env, e);
 	assert_int_equal(close_engine(env, e), 0);
-	proxy_stop(&px);
+	proxy_free(env, px);
 }
 
 /* A replica in sync by the membership but not closed cleanly by the last engine, and
@@ -735,9 +757,8 @@ static void test_timeout_eject(void **state)
 static void test_unclean_late_return(void **state)
 {
 	struct env *env = *state;
-	struct proxy px;
-	proxy_start(&px, env->l, env->port[2]);
-	env->addrs[2].port = px.port;
+	struct proxy *px = proxy_start(env, env->port[2]);
+	env->addrs[2].port = px->port;
 	struct engine *e;
 	uint8_t buf[65536];
 	assert_int_equal(open_engine(env, &e), 0);
@@ -752,12 +773,12 @@ static void test_unclean_late_return(void **state)
 	fill(buf, 4096);
 	store_poke(env, 2, (6u << 20) + 8192, buf, 4096);
 
-	px.refuse = true; /* n3 is unreachable for the next open */
+	px->refuse = true; /* n3 is unreachable for the next open */
 	assert_int_equal(open_engine(env, &e), 0);
 	struct engine_replica_status st[NSRV];
 	get_status(e, st);
 	assert_int_equal(st[find_node(st, "n3")].state, ENGINE_STALE);
-	px.refuse = false;
+	px->refuse = false;
 	wait_healthy(env, e);
 	get_status(e, st);
 	int k = find_node(st, "n3");
@@ -765,7 +786,7 @@ static void test_unclean_late_return(void **state)
 	assert_int_equal(st[k].resync_copied, ENGINE_GRAIN);
 	verify_clean(env, e);
 	assert_int_equal(close_engine(env, e), 0);
-	proxy_stop(&px);
+	proxy_free(env, px);
 }
 
 /* Replicas die and come back (one at a time: with two of three out of sync there is no
