@@ -29,7 +29,12 @@
 #define VOL "vol1"
 #define VSIZE (64ull << 20)
 #define NSRV 3
+/* The io timeout of tests about timeouts and quorum waits (set env->io_timeout_ms). */
 #define TIMEOUT_MS 300
+/* Everyone else's: the engine and all three replicas share one thread here (under ASan, on a
+ * busy CI machine), so 4 MiB pieces pipelined to every replica can take longer than
+ * TIMEOUT_MS without any replica being at fault. */
+#define IO_TIMEOUT_MS 3000
 
 struct env {
 	struct loop *l;
@@ -40,6 +45,7 @@ struct env {
 	struct engine_replica_addr addrs[NSRV];
 	uint8_t *model;
 	struct engine *open[4]; /* closed by teardown if a test failed half way */
+	uint32_t io_timeout_ms; /* of the engines open_engine_at() opens; 0: IO_TIMEOUT_MS */
 	/*
 	 * Test state that loop callbacks reach lives on the heap and is registered here while
 	 * it is live: a test that fails half way is left by a longjmp, so teardown must detach
@@ -216,7 +222,7 @@ static inline int open_engine_at(struct env *env, struct engine **e, bool local)
 	    .local = local ? env->srv[0] : NULL,
 	    .naddrs = NSRV,
 	    .addrs = env->addrs,
-	    .io_timeout_ms = TIMEOUT_MS,
+	    .io_timeout_ms = env->io_timeout_ms ? env->io_timeout_ms : IO_TIMEOUT_MS,
 	};
 	struct done d = {0};
 	int r = engine_open(env->l, &p, e, done_cb, &d);

@@ -383,7 +383,7 @@ static int open_big(struct env *env, struct engine **e)
 	    .local = env->srv[0],
 	    .naddrs = NSRV,
 	    .addrs = env->addrs,
-	    .io_timeout_ms = TIMEOUT_MS,
+	    .io_timeout_ms = IO_TIMEOUT_MS,
 	};
 	struct done d = {0};
 	int r = engine_open(env->l, &p, e, done_cb, &d);
