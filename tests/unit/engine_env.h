@@ -388,6 +388,26 @@ static inline bool load_idle(void *arg)
 	return ((struct loader *)arg)->inflight == 0;
 }
 
+struct load_progress {
+	struct loader *ld;
+	uint64_t ok;
+};
+
+static inline bool load_progressed(void *arg)
+{
+	struct load_progress *lp = arg;
+	return lp->ld->ok >= lp->ok;
+}
+
+/* Until ok writes have succeeded (however slow the machine), failing after a generous bound. */
+static inline void load_wait_ok(struct loader *ld, uint64_t ok)
+{
+	struct load_progress lp = {ld, ok};
+	if (!run_until(ld->env, load_progressed, &lp, 10000))
+		fail_msg("only %llu writes in 10 s (%llu failed, last %d)",
+			 (unsigned long long)ld->ok, (unsigned long long)ld->failed, ld->last_err);
+}
+
 static inline void load_stop(struct loader *ld)
 {
 	ld->stop = true;

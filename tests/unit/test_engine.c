@@ -32,10 +32,9 @@ static void test_rw_basic(void **state)
 	free(buf);
 	struct loader ld = {.env = env, .e = e, .region_off = 0, .region_len = VSIZE, .depth = 16};
 	load_start(&ld);
-	run_for(env, 300);
+	load_wait_ok(&ld, 50);
 	load_stop(&ld);
 	assert_int_equal(ld.failed, 0);
-	assert_true(ld.ok > 50);
 	assert_int_equal(eng_flush(env, e), 0);
 	check_all(env, e);
 
@@ -219,8 +218,7 @@ static void test_fencing(void **state)
 	assert_int_equal(open_engine(env, &e1), 0);
 	struct loader ld = {.env = env, .e = e1, .region_off = 0, .region_len = VSIZE, .depth = 8};
 	load_start(&ld);
-	run_for(env, 100);
-	assert_true(ld.ok > 0);
+	load_wait_ok(&ld, 1);
 	assert_int_equal(open_engine(env, &e2), 0);
 	uint64_t ok_at_open = ld.ok;
 	run_for(env, 200);
@@ -720,17 +718,6 @@ static void proxy_free(struct env *env, struct proxy *p)
 	free(p);
 }
 
-struct load_progress {
-	struct loader *ld;
-	uint64_t ok;
-};
-
-static bool load_progressed(void *arg)
-{
-	struct load_progress *lp = arg;
-	return lp->ld->ok >= lp->ok;
-}
-
 /* A replica that stops answering (but keeps its connection) is ejected after the io
  * timeout; writes go on; once it answers again it is reconnected and resynced. */
 static void test_timeout_eject(void **state)
@@ -758,8 +745,7 @@ static void test_timeout_eject(void **state)
 	get_status(e, st);
 	assert_non_null(strstr(st[find_node(st, "n3")].error, "no answer"));
 	/* Still writing without n3. */
-	struct load_progress lp = {&ld, ld.ok + 8};
-	assert_true(run_until(env, load_progressed, &lp, 10000));
+	load_wait_ok(&ld, ld.ok + 8);
 	proxy_freeze(px, false);
 	wait_healthy(env, e);
 	load_stop(&ld);
