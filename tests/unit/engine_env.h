@@ -186,6 +186,32 @@ static inline int setup(void **state)
 	return 0;
 }
 
+/*
+ * The completion record (and data) of an op a helper waits for, on the heap: when the wait
+ * gives up, the test fails and its stack is gone, so the record is left to teardown, which
+ * frees it once the engines are closed and their callbacks have run.
+ */
+struct hop {
+	struct done d;
+	uint8_t data[];
+};
+
+static inline struct hop *hop_new(size_t len)
+{
+	struct hop *h = calloc(1, sizeof(*h) + len);
+	assert_non_null(h);
+	return h;
+}
+
+static inline int hop_wait(struct env *env, struct hop *h, uint32_t ms)
+{
+	if (!run_until(env, is_done, &h->d, ms)) {
+		env_hook_add(env, NULL, h, 0);
+		fail_msg("no completion in %u ms", ms);
+	}
+	return h->d.res;
+}
+
 static inline int close_engine(struct env *env, struct engine *e);
 
 static inline int teardown(void **state)
@@ -224,11 +250,11 @@ static inline int open_engine_at(struct env *env, struct engine **e, bool local)
 	    .addrs = env->addrs,
 	    .io_timeout_ms = env->io_timeout_ms ? env->io_timeout_ms : IO_TIMEOUT_MS,
 	};
-	struct done d = {0};
-	int r = engine_open(env->l, &p, e, done_cb, &d);
-	if (r < 0)
-		return r;
-	r = wait_done(env, &d, 10000);
+	struct hop *h = hop_new(0);
+	int r = engine_open(env->l, &p, e, done_cb, &h->d);
+	if (r == 0)
+		r = hop_wait(env, h, 10000);
+	free(h);
 	for (int i = 0; i < 4 && r == 0; i++) {
 		if (!env->open[i]) {
 			env->open[i] = *e;
@@ -245,14 +271,15 @@ static inline int open_engine(struct env *env, struct engine **e)
 
 static inline int close_engine(struct env *env, struct engine *e)
 {
-	struct done d = {0};
 	for (int i = 0; i < 4; i++)
 		if (env->open[i] == e)
 			env->open[i] = NULL;
-	int r = engine_close(e, done_cb, &d);
-	if (r < 0)
-		return r;
-	return wait_done(env, &d, 10000);
+	struct hop *h = hop_new(0);
+	int r = engine_close(e, done_cb, &h->d);
+	if (r == 0)
+		r = hop_wait(env, h, 10000);
+	free(h);
+	return r;
 }
 
 /* ---- I/O helpers ---- */
@@ -261,31 +288,37 @@ static inline int eng_write(struct env *env, struct engine *e, uint64_t off, uin
 			    const void *buf, uint32_t flags)
 {
 	struct bdev b = engine_bdev(e);
-	struct done d = {0};
-	int r = b.ops->write(b.ctx, off, len, buf, flags, done_cb, &d);
-	if (r < 0)
-		return r;
-	return wait_done(env, &d, 10000);
+	struct hop *h = hop_new(len);
+	memcpy(h->data, buf, len);
+	int r = b.ops->write(b.ctx, off, len, h->data, flags, done_cb, &h->d);
+	if (r == 0)
+		r = hop_wait(env, h, 10000);
+	free(h);
+	return r;
 }
 
 static inline int eng_read(struct env *env, struct engine *e, uint64_t off, uint32_t len, void *buf)
 {
 	struct bdev b = engine_bdev(e);
-	struct done d = {0};
-	int r = b.ops->read(b.ctx, off, len, buf, done_cb, &d);
-	if (r < 0)
-		return r;
-	return wait_done(env, &d, 10000);
+	struct hop *h = hop_new(len);
+	int r = b.ops->read(b.ctx, off, len, h->data, done_cb, &h->d);
+	if (r == 0)
+		r = hop_wait(env, h, 10000);
+	if (r == 0)
+		memcpy(buf, h->data, len);
+	free(h);
+	return r;
 }
 
 static inline int eng_flush(struct env *env, struct engine *e)
 {
 	struct bdev b = engine_bdev(e);
-	struct done d = {0};
-	int r = b.ops->flush(b.ctx, done_cb, &d);
-	if (r < 0)
-		return r;
-	return wait_done(env, &d, 10000);
+	struct hop *h = hop_new(0);
+	int r = b.ops->flush(b.ctx, done_cb, &h->d);
+	if (r == 0)
+		r = hop_wait(env, h, 10000);
+	free(h);
+	return r;
 }
 
 static inline void fill(uint8_t *p, size_t n)
@@ -468,9 +501,11 @@ static inline struct target *target_of(struct engine *e, const char *node)
 
 static inline void wait_healthy(struct env *env, struct engine *e)
 {
-	struct done d = {0};
-	assert_int_equal(engine_wait_healthy(e, 10000, done_cb, &d), 0);
-	if (wait_done(env, &d, 12000) != 0) {
+	struct hop *h = hop_new(0);
+	assert_int_equal(engine_wait_healthy(e, 10000, done_cb, &h->d), 0);
+	int r = hop_wait(env, h, 12000);
+	free(h);
+	if (r != 0) {
 		dump_status(e);
 		fail();
 	}
