@@ -534,6 +534,12 @@ void rclient_close(struct rclient *c)
 		return;
 	c->depth++;
 	c->free_pending = true;
+	/* The caller gave up on what is still queued: a reset drops it from the kernel's send
+	 * queue rather than delivering it late (the replica also fences by HELLO session). */
+	if (c->state != RC_DOWN && c->fd >= 0) {
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
 	shut(c, -ECANCELED, 0);
 	leave(c);
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 static void tick(void *arg);
 static void conn_hello_done(struct tio *io, int res, const uint8_t *p, uint32_t len);
@@ -107,6 +108,8 @@ static void conn_connected(void *arg, int res)
 	tio_prep(&c->hello, t, PROTO_HELLO, conn_hello_done, c);
 	c->hello.payload = t->e->volume;
 	c->hello.plen = (uint32_t)strlen(t->e->volume);
+	c->hello.off = t->e->sess_id;
+	c->hello.arg = ++t->e->sess_last;
 	tio_submit(&c->hello);
 }
 
@@ -1446,6 +1449,10 @@ int engine_open(struct loop *l, const struct engine_params *p, struct engine **o
 	if (!e)
 		return -ENOMEM;
 	e->l = l;
+	/* Not secret, only distinct from other engines of this volume: a collision costs just
+	 * a needless refusal of the other engine's HELLOs, which its epoch fences anyway. */
+	if (getrandom(&e->sess_id, sizeof(e->sess_id), 0) != sizeof(e->sess_id))
+		e->sess_id = loop_now_ms() ^ (uint64_t)(uintptr_t)e;
 	snprintf(e->volume, sizeof(e->volume), "%s", p->volume);
 	snprintf(e->local_node, sizeof(e->local_node), "%s", p->local_node ? p->local_node : "");
 	e->local = p->local;

@@ -172,6 +172,9 @@ struct engine {
 	uint32_t io_timeout_ms;
 
 	uint64_t size, epoch;
+	/* HELLO session (proto.h): a random id for this engine and the last session used; each
+	 * new connection takes the next, so a replica drops what an older one still holds. */
+	uint64_t sess_id, sess_last;
 	uint32_t ntargets;
 	struct target *t[ENGINE_MAX_REPLICAS];
 	/* open-time probes of addresses that may not be members */
@@ -223,7 +226,7 @@ struct engine {
 	uint64_t open_gen;	/* membership generation that must be persisted to open */
 	struct store_info auth; /* INFO of the authoritative replica at open */
 	struct target *auth_t;
-	uint64_t snap_gen; /* bumped when a snapshot op starts and ends (catch-up re-checks) */
+	uint64_t snap_gen;     /* bumped when a snapshot op starts and ends (catch-up re-checks) */
 	struct repair *repair; /* engine_repair.c, while one runs */
 };
 

@@ -12,6 +12,13 @@
  * request whose epoch is lower than the one it has accepted (OPEN), which fences a stale
  * engine for good.
  *
+ * HELLO may carry a session (arg, non-zero) and an engine id (offset). An engine uses a strictly
+ * increasing session for each new connection to a replica. Once a HELLO with a higher session
+ * of the same engine id binds a volume, the replica closes that engine's older connections to
+ * it, dropping their unread requests: writes still queued in a connection the engine gave up
+ * on are never applied after the engine has moved on (resync). A HELLO with a lower session
+ * than the highest seen for that engine gets -ESTALE. Session 0 (or none): no fencing.
+ *
  * Data ops carry raw bytes; control ops carry small JSON documents (see docs/ARCHITECTURE.md
  * for each op's payload).
  */
@@ -30,7 +37,7 @@
 #define PROTO_MAX_IO (8u << 20) /* largest READ/WRITE length */
 
 enum proto_op {
-	PROTO_HELLO = 1,    /* payload: volume name. reply: JSON info */
+	PROTO_HELLO = 1,    /* payload: volume name; arg: session, offset: engine id. reply: JSON info */
 	PROTO_READ = 2,     /* offset, length. reply payload: data */
 	PROTO_WRITE = 3,    /* offset, payload: data; flags may have FUA */
 	PROTO_FLUSH = 4,    /* durable on disk before the reply */

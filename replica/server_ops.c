@@ -69,6 +69,23 @@ static int info_reply(struct srv_req *r)
 				       (json_int_t)in.nsnapshots, "node", r->c->srv->node));
 }
 
+/*
+ * Closes the engine's older connections to vol: what they still hold unread (writes the
+ * engine abandoned when it ejected this replica) must not land after the engine's resync
+ * over the new connection. Requests already in the store finish; their replies are dropped.
+ */
+static void fence_older(struct srv_conn *c, struct srv_store *vol)
+{
+	struct srv_conn *x = c->srv->conns;
+	while (x) {
+		struct srv_conn *next = x->next; /* the kill may free x */
+		if (x != c && !x->dead && x->vol == vol && x->session &&
+		    x->sess_engine == vol->sess_engine && x->session < vol->sess_max)
+			srv_conn_kill(x, "superseded by a newer session of its engine");
+		x = next;
+	}
+}
+
 static int op_hello(struct srv_req *r)
 {
 	char name[STORE_NAME_MAX];
@@ -79,7 +96,17 @@ static int op_hello(struct srv_req *r)
 	e = srv_store_get(r->c->srv, name, &vol);
 	if (e < 0)
 		return e;
+	uint64_t id = r->req.offset, sess = r->req.arg;
+	if (sess) {
+		if (vol->sess_engine == id && sess < vol->sess_max)
+			return -ESTALE;
+		vol->sess_engine = id;
+		vol->sess_max = sess;
+		fence_older(r->c, vol);
+	}
 	r->c->vol = vol;
+	r->c->sess_engine = id;
+	r->c->session = sess;
 	r->vol = vol;
 	return info_reply(r);
 }
@@ -292,6 +319,9 @@ static int exec(struct srv_req *r)
 	if (!r->c->vol)
 		return -EPROTO;
 	r->vol = r->c->vol;
+	if (r->c->session && r->c->sess_engine == r->vol->sess_engine &&
+	    r->c->session < r->vol->sess_max)
+		return -ESTALE; /* superseded (fence_older closes such a connection) */
 	struct store *st = r->vol->st;
 	if (h->op != PROTO_INFO && h->op != PROTO_OPEN && h->epoch != store_epoch(st))
 		return -ESTALE;

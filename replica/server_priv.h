@@ -29,6 +29,9 @@ struct srv_store {
 	char name[STORE_NAME_MAX];
 	struct store *st;
 	bool merging; /* store_merge_step has work (or may have) */
+	/* Highest HELLO session of the last engine (sess_engine) that sent one: an older
+	 * connection of that engine is fenced (server_ops.c op_hello). */
+	uint64_t sess_engine, sess_max;
 	struct srv_store *next;
 };
 
@@ -61,7 +64,8 @@ struct srv_conn {
 	bool readable;			/* EPOLLIN seen and no read since came back short */
 	struct loop_timer *flush_timer; /* replies completed this iteration go out together */
 	struct srv_store *vol;
-	uint8_t *rbuf; /* SRV_RBUF_SIZE; rpos..rend unparsed */
+	uint64_t sess_engine, session; /* from HELLO; session 0: none (no fencing) */
+	uint8_t *rbuf;		       /* SRV_RBUF_SIZE; rpos..rend unparsed */
 	uint32_t rpos, rend;
 	struct srv_req *cur; /* request whose payload is being received */
 	uint32_t inflight;

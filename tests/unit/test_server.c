@@ -607,6 +607,71 @@ static void test_epochs(void **state)
 	close_conn(f, &b);
 }
 
+/* HELLO with a session (proto.h): an engine's newer connection fences its older ones. */
+static int hello_sess(struct fx *f, struct conn *k, uint64_t engine, uint64_t sess)
+{
+	struct proto_req req = {.op = PROTO_HELLO, .offset = engine, .arg = sess, .payload_len = 4};
+	return call(f, k, &req, "vol1", NULL, 0, NULL);
+}
+
+static void test_session_fence(void **state)
+{
+	struct fx *f = *state;
+	enum { SZ = 4096, ENG = 42 };
+	uint8_t old[SZ], neu[SZ], got[SZ];
+	fill_random(old, SZ, 11);
+	fill_random(neu, SZ, 12);
+	struct raw a;
+	struct proto_rep rep;
+	raw_connect(f, &a);
+	struct proto_req h = {
+	    .op = PROTO_HELLO, .handle = 1, .offset = ENG, .arg = 1, .payload_len = 4};
+	raw_send_req(&a, &h, "vol1", true);
+	assert_true(raw_reply(f, &a, &rep));
+	assert_int_equal(rep.status, 0);
+	struct proto_req op = {.op = PROTO_OPEN, .handle = 2, .epoch = 1};
+	raw_send_req(&a, &op, NULL, true);
+	assert_true(raw_reply(f, &a, &rep));
+	assert_int_equal(rep.status, 0);
+	struct proto_req w = {
+	    .op = PROTO_WRITE, .handle = 3, .epoch = 1, .length = SZ, .payload_len = SZ};
+	raw_send_req(&a, &w, old, true);
+	assert_true(raw_reply(f, &a, &rep));
+	assert_int_equal(rep.status, 0);
+
+	/* A write the engine gave up on: its header is read, its payload still in the pipe. */
+	w.handle = 4;
+	w.payload_hash = proto_hash(neu, SZ);
+	uint8_t hdr[PROTO_REQ_SIZE];
+	proto_req_encode(&w, hdr);
+	assert_int_equal(send(a.fd, hdr, sizeof(hdr), MSG_NOSIGNAL), (ssize_t)sizeof(hdr));
+	assert_int_equal(send(a.fd, neu, SZ / 2, MSG_NOSIGNAL), SZ / 2);
+	run_until(f->l, never, NULL, 100);
+
+	/* The engine's new connection. */
+	struct conn b;
+	connect_to(f, &b);
+	assert_int_equal(hello_sess(f, &b, ENG, 2), 0);
+	/* The rest of the old write arrives late: it must not be applied. */
+	(void)send(a.fd, neu + SZ / 2, SZ / 2, MSG_NOSIGNAL);
+	run_until(f->l, never, NULL, 100);
+	assert_int_equal(do_read(f, &b, 1, 0, got, SZ), 0);
+	assert_memory_equal(got, old, SZ);
+	raw_expect_closed(f, &a);
+	close(a.fd);
+
+	/* An older session of that engine is refused; other engines and old clients are not. */
+	struct conn c;
+	connect_to(f, &c);
+	assert_int_equal(hello_sess(f, &c, ENG, 1), -ESTALE);
+	assert_int_equal(hello_sess(f, &c, ENG + 1, 1), 0);
+	assert_int_equal(hello(f, &c, "vol1", NULL), 0);
+	assert_int_equal(do_read(f, &b, 1, 0, got, SZ), 0);
+	close_conn(f, &b);
+	close_conn(f, &c);
+	wait_nconns(f, 0);
+}
+
 static void test_bad_magic(void **state)
 {
 	struct fx *f = *state;
@@ -1257,6 +1322,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_read_write, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_epochs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_session_fence, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_magic, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_checksum, setup, teardown),
