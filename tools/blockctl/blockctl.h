@@ -78,6 +78,9 @@ struct volinfo {
 	const struct config_node *attached; /* NULL when not attached (or its node is down) */
 	const char *nbd;
 };
+/* view_load, then the volume vol, or die naming it. */
+void view_load_volume(struct ctx *c, const char *what, const char *vol, struct view *v,
+		      struct volinfo *vi);
 /* -ENOENT when no up node has a replica of name. Strings point into v. */
 int view_volume(const struct view *v, const char *name, struct volinfo *out);
 /* Sorted, de-duplicated volume names across the view; returns a json array of strings. */

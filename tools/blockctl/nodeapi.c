@@ -140,6 +140,14 @@ void view_load(struct ctx *c, struct view *v)
 		    c->conf_path);
 }
 
+void view_load_volume(struct ctx *c, const char *what, const char *vol, struct view *v,
+		      struct volinfo *vi)
+{
+	view_load(c, v);
+	if (view_volume(v, vol, vi) < 0)
+		die("%s: %s: no such volume (on any node that is up)", what, vol);
+}
+
 void view_free(struct view *v)
 {
 	for (unsigned i = 0; i < v->n; i++) {

@@ -214,10 +214,8 @@ static int rep_wait(struct ctx *c, const char *vol, uint64_t timeout_s)
 {
 	const char *what = "replica wait";
 	struct view v;
-	view_load(c, &v);
 	struct volinfo vi;
-	if (view_volume(&v, vol, &vi) < 0)
-		die("%s: %s: no such volume (on any node that is up)", what, vol);
+	view_load_volume(c, what, vol, &v, &vi);
 	bool attached = vi.attached != NULL;
 	view_free(&v);
 	int64_t deadline = mono_ms() + (int64_t)timeout_s * 1000;

@@ -47,10 +47,8 @@ static bool all_zero(const char *p, size_t n)
 static int xfer_open(struct ctx *c, struct xfer *x)
 {
 	struct view v;
-	view_load(c, &v);
 	struct volinfo vi;
-	if (view_volume(&v, x->vol, &vi) < 0)
-		die("%s: %s: no such volume (on any node that is up)", x->what, x->vol);
+	view_load_volume(c, x->what, x->vol, &v, &vi);
 	x->vol_size = vi.size;
 	x->vol_allocated = vi.allocated;
 	char url[NBD_CLIENT_URL_MAX * 2 + 32] = "";
@@ -294,10 +292,8 @@ int cmd_volume_import(struct ctx *c, int argc, char **argv)
 		die("volume import: %s: %s", pos[1], strerror(-r));
 	/* Check the size before attaching anything. */
 	struct view v;
-	view_load(c, &v);
 	struct volinfo vi;
-	if (view_volume(&v, x->vol, &vi) < 0)
-		die("volume import: %s: no such volume (on any node that is up)", x->vol);
+	view_load_volume(c, "volume import", x->vol, &v, &vi);
 	if (fsize > vi.size)
 		die("volume import: %s: %s is %" PRIu64 " bytes, larger than the volume (%" PRIu64
 		    " bytes); resize it first",

@@ -265,10 +265,8 @@ static int vol_info(struct ctx *c, int argc, char **argv)
 	parse_args(what, argc, argv, specs, pos, 1);
 	check_name(what, pos[0]);
 	struct view v;
-	view_load(c, &v);
 	struct volinfo vi;
-	if (view_volume(&v, pos[0], &vi) < 0)
-		die("%s: %s: no such volume (on any node that is up)", what, pos[0]);
+	view_load_volume(c, what, pos[0], &v, &vi);
 	json_t *o = vol_json(&v, &vi);
 	/* Snapshots live in the replicas' metadata; the merged /v1/replicas entry has the
 	 * count. The engine's own view (GET /v1/volumes/VOL) would open a temporary engine,
@@ -318,10 +316,8 @@ static int vol_rm(struct ctx *c, int argc, char **argv)
 	const char *name = pos[0];
 	check_name(what, name);
 	struct view v;
-	view_load(c, &v);
 	struct volinfo vi;
-	if (view_volume(&v, name, &vi) < 0)
-		die("%s: %s: no such volume (on any node that is up)", what, name);
+	view_load_volume(c, what, name, &v, &vi);
 	if (vi.attached)
 		die("%s: %s: attached on %s; run 'blockctl volume detach %s' first", what, name,
 		    vi.attached->name, name);
@@ -379,10 +375,8 @@ json_t *volume_attach(struct ctx *c, const char *what, const char *vol, const ch
 {
 	ctx_config(c);
 	struct view v;
-	view_load(c, &v);
 	struct volinfo vi;
-	if (view_volume(&v, vol, &vi) < 0)
-		die("%s: %s: no such volume (on any node that is up)", what, vol);
+	view_load_volume(c, what, vol, &v, &vi);
 	const struct config_node *n = NULL;
 	if (node_name) {
 		n = config_node(&c->cfg, node_name);
@@ -467,10 +461,8 @@ static int vol_detach(struct ctx *c, int argc, char **argv)
 	parse_args(what, argc, argv, specs, pos, 1);
 	check_name(what, pos[0]);
 	struct view v;
-	view_load(c, &v);
 	struct volinfo vi;
-	if (view_volume(&v, pos[0], &vi) < 0)
-		die("%s: %s: no such volume (on any node that is up)", what, pos[0]);
+	view_load_volume(c, what, pos[0], &v, &vi);
 	if (!vi.attached) {
 		/* Attached on a node that is down looks the same as not attached. */
 		for (unsigned i = 0; i < vi.nmembers; i++)
