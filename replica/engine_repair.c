@@ -193,10 +193,7 @@ static void step_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	if (r->step == 0 || r->step == 4) {
 		uint32_t k = (uint32_t)(io - r->tio);
 		if (res == 0 && len == 8) {
-			uint64_t x = 0;
-			for (int b = 7; b >= 0; b--)
-				x = x << 8 | p[b];
-			r->h[k] = x;
+			r->h[k] = proto_get_le64(p);
 			r->got[k] = true;
 		} else if (res == -ESTALE) {
 			r->ioerr = res;

@@ -288,12 +288,8 @@ static void hash_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	if (res == 0 && len != rs->hash_n * 8)
 		res = -EBADMSG;
 	if (res == 0)
-		for (uint32_t i = 0; i < rs->hash_n; i++) {
-			uint64_t v = 0;
-			for (int b = 7; b >= 0; b--)
-				v = v << 8 | p[i * 8 + (uint32_t)b];
-			dst[i] = v;
-		}
+		for (uint32_t i = 0; i < rs->hash_n; i++)
+			dst[i] = proto_get_le64(p + i * 8);
 	if (io == &rs->ht_src)
 		rs->hash_res_src = res;
 	else
@@ -658,12 +654,8 @@ static void verify_hash_done(struct tio *io, int res, const uint8_t *p, uint32_t
 	uint32_t k = (uint32_t)(io - v->tio);
 	if (res == 0 && len == v->n * 8) {
 		v->got[k] = true;
-		for (uint32_t i = 0; i < v->n; i++) {
-			uint64_t x = 0;
-			for (int b = 7; b >= 0; b--)
-				x = x << 8 | p[i * 8 + (uint32_t)b];
-			v->h[k][i] = x;
-		}
+		for (uint32_t i = 0; i < v->n; i++)
+			v->h[k][i] = proto_get_le64(p + i * 8);
 	} else if (res == -ESTALE && !v->e->dying) {
 		v->res = -ESTALE;
 	}

@@ -309,14 +309,6 @@ static void revert_to(struct snapsync *ss, const char *parent_id)
 static void hash_step(struct snapsync *ss);
 static void copy_next(struct snapsync *ss);
 
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int b = 7; b >= 0; b--)
-		v = v << 8 | p[b];
-	return v;
-}
-
 static void copy_wr_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 {
 	(void)p;
@@ -392,7 +384,7 @@ static void hash_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	if (res == 0 && len != ss->hn * 8)
 		res = -EBADMSG;
 	for (uint32_t i = 0; res == 0 && i < ss->hn; i++)
-		(src ? ss->hs : ss->hd)[i] = get_le64(p + 8 * i);
+		(src ? ss->hs : ss->hd)[i] = proto_get_le64(p + 8 * i);
 	if (src)
 		ss->res_src = res;
 	else

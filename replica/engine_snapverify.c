@@ -80,12 +80,8 @@ static void hash_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
 	uint32_t k = (uint32_t)(io - sv->tio);
 	if (res == 0 && len == sv->n * 8) {
 		sv->got[k] = true;
-		for (uint32_t i = 0; i < sv->n; i++) {
-			uint64_t x = 0;
-			for (int b = 7; b >= 0; b--)
-				x = x << 8 | p[i * 8 + (uint32_t)b];
-			sv->h[k][i] = x;
-		}
+		for (uint32_t i = 0; i < sv->n; i++)
+			sv->h[k][i] = proto_get_le64(p + i * 8);
 	} else if (res == -ESTALE) {
 		sv->res = res;
 	} else {

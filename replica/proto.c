@@ -159,3 +159,13 @@ const char *proto_op_name(uint16_t op)
 		return op_names[op];
 	return "UNKNOWN";
 }
+
+uint64_t proto_get_le64(const uint8_t *p)
+{
+	return get64(p);
+}
+
+void proto_put_le64(uint8_t *p, uint64_t v)
+{
+	put64(p, v);
+}

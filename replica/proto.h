@@ -104,4 +104,8 @@ int proto_rep_decode(const uint8_t in[PROTO_REP_SIZE], struct proto_rep *r);
 
 const char *proto_op_name(uint16_t op);
 
+/* Little-endian u64 at p: how HASH replies and other u64 payloads are laid out. */
+uint64_t proto_get_le64(const uint8_t *p);
+void proto_put_le64(uint8_t *p, uint64_t v);
+
 #endif

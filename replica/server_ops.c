@@ -210,11 +210,8 @@ static int op_hash(struct srv_req *r)
 		return e;
 	}
 	uint8_t *p = (uint8_t *)h;
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t v = h[i];
-		for (int b = 0; b < 8; b++)
-			p[i * 8 + b] = (uint8_t)(v >> (8 * b));
-	}
+	for (uint64_t i = 0; i < n; i++)
+		proto_put_le64(p + i * 8, h[i]); /* in place: entry i is read before it is written */
 	r->rpayload = p;
 	r->rlen = (uint32_t)(n * 8);
 	return 0;
