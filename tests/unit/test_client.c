@@ -22,6 +22,7 @@
 #include "replica/client.h"
 #include "replica/loop.h"
 #include "replica/proto.h"
+#include "tests/unit/loop_wait.h"
 
 #define PEER_BUF (20u << 20)
 
@@ -57,43 +58,6 @@ struct req_state {
 };
 
 /* ---- loop driving ---- */
-
-struct waiter {
-	struct loop *l;
-	bool (*pred)(void *);
-	void *arg;
-	uint64_t deadline;
-	bool ok;
-};
-
-static void wait_tick(void *p)
-{
-	struct waiter *w = p;
-	if (w->pred(w->arg)) {
-		w->ok = true;
-		loop_stop(w->l);
-		return;
-	}
-	if (loop_now_ms() > w->deadline) {
-		loop_stop(w->l);
-		return;
-	}
-	loop_timer_add(w->l, 1, wait_tick, w, NULL);
-}
-
-static bool run_until(struct loop *l, bool (*pred)(void *), void *arg, uint64_t ms)
-{
-	struct waiter w = {.l = l, .pred = pred, .arg = arg, .deadline = loop_now_ms() + ms};
-	loop_timer_add(l, 0, wait_tick, &w, NULL);
-	assert_int_equal(loop_run(l), 0);
-	return w.ok;
-}
-
-static bool always(void *arg)
-{
-	(void)arg;
-	return true;
-}
 
 static bool int_positive(void *arg)
 {
@@ -160,7 +124,6 @@ static void peer_wait_reqs(struct fx *f, int n)
 }
 
 static bool always(void *arg);
-static bool run_until(struct loop *l, bool (*pred)(void *), void *arg, uint64_t ms);
 
 /* Sends without blocking the test thread: the client (same thread) must read meanwhile. */
 static void peer_send(struct loop *l, struct peer *p, const void *buf, size_t len)

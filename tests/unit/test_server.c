@@ -25,6 +25,7 @@
 #include "replica/loop.h"
 #include "replica/proto.h"
 #include "replica/server.h"
+#include "tests/unit/loop_wait.h"
 
 #define VOL_SIZE (64ull << 20)
 
@@ -36,44 +37,6 @@ struct fx {
 };
 
 /* ---- loop driving ---- */
-
-struct waiter {
-	struct loop *l;
-	bool (*pred)(void *);
-	void *arg;
-	uint64_t deadline;
-	bool ok;
-};
-
-static void wait_tick(void *p)
-{
-	struct waiter *w = p;
-	if (w->pred(w->arg)) {
-		w->ok = true;
-		loop_stop(w->l);
-		return;
-	}
-	if (loop_now_ms() > w->deadline) {
-		loop_stop(w->l);
-		return;
-	}
-	loop_timer_add(w->l, 1, wait_tick, w, NULL);
-}
-
-/* Runs the loop until pred(arg) holds; false on timeout. */
-static bool run_until(struct loop *l, bool (*pred)(void *), void *arg, uint64_t ms)
-{
-	struct waiter w = {.l = l, .pred = pred, .arg = arg, .deadline = loop_now_ms() + ms};
-	loop_timer_add(l, 0, wait_tick, &w, NULL);
-	assert_int_equal(loop_run(l), 0);
-	return w.ok;
-}
-
-static bool always(void *arg)
-{
-	(void)arg;
-	return true;
-}
 
 static bool never(void *arg)
 {
