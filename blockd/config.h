@@ -13,6 +13,16 @@
  *   nbd_port = 7413          ; NBD exports
  *   data = /abs/path/node1   ; this node's data directory (replicas under data/replicas/)
  *
+ *   [gateway.gw1]            ; an NFS gateway (nfsgw --gateway gw1); all keys optional
+ *   host = 127.0.0.1         ; address of its portmapper, MOUNT and NFS listeners
+ *   nfs_port = 2049
+ *   mount_port = 20048
+ *   portmap_port = 111       ; 0: no own portmapper, register with the host's rpcbind
+ *   http_port = 7400         ; control API (gateway status, export ls|add|rm)
+ *   exports = /abs/path      ; exports(5) file; when set it replaces the replicated table
+ *   replicas = 3             ; replicas of each file's volume (default: [cluster] replicas)
+ *   meta_volume = nfsgw-meta ; the volume holding the gateway's metadata
+ *
  * Unknown keys and sections are errors (a typo must not silently fall back to a default).
  */
 #ifndef BLOCKD_CONFIG_H
@@ -34,12 +44,28 @@ struct config_node {
 	char data[CONFIG_PATH_MAX];
 };
 
+#define CONFIG_MAX_GATEWAYS 8
+
+struct config_gateway {
+	char name[CONFIG_NAME_MAX];
+	char host[64];
+	uint16_t nfs_port;
+	uint16_t mount_port;
+	uint16_t portmap_port;
+	uint16_t http_port;
+	char exports[CONFIG_PATH_MAX];
+	unsigned replicas; /* 0: the cluster's */
+	char meta_volume[CONFIG_NAME_MAX];
+};
+
 struct config {
 	char dir[CONFIG_PATH_MAX];
 	unsigned replicas;
 	unsigned io_timeout_ms;
 	unsigned nnodes;
 	struct config_node nodes[CONFIG_MAX_NODES];
+	unsigned ngateways;
+	struct config_gateway gateways[CONFIG_MAX_GATEWAYS];
 };
 
 /* Parses path into *c. On error returns a negative errno and writes a one-line reason
@@ -48,5 +74,6 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen);
 /* Writes c to path atomically. */
 int config_save(const char *path, const struct config *c);
 const struct config_node *config_node(const struct config *c, const char *name);
+const struct config_gateway *config_gateway(const struct config *c, const char *name);
 
 #endif
