@@ -32,6 +32,14 @@ enum {
 	SEEN_NBD = 1u << 3,
 	SEEN_DATA = 1u << 4,
 	SEEN_NODE_ALL = (1u << 5) - 1,
+	SEEN_GW_HOST = 1u << 0,
+	SEEN_GW_NFS = 1u << 1,
+	SEEN_GW_MOUNT = 1u << 2,
+	SEEN_GW_PORTMAP = 1u << 3,
+	SEEN_GW_HTTP = 1u << 4,
+	SEEN_GW_EXPORTS = 1u << 5,
+	SEEN_GW_REPLICAS = 1u << 6,
+	SEEN_GW_META = 1u << 7,
 };
 
 struct parse {
@@ -44,6 +52,7 @@ struct parse {
 	bool cluster_seen;
 	unsigned cluster_keys;
 	unsigned node_keys[CONFIG_MAX_NODES];
+	unsigned gw_keys[CONFIG_MAX_GATEWAYS];
 };
 
 static void fail(struct parse *p, int err, const char *fmt, ...)
@@ -199,15 +208,21 @@ static struct config_node *node_for(struct parse *p, const char *name, unsigned 
 	return n;
 }
 
-static int set_port(struct parse *p, const char *key, const char *v, uint16_t *dst)
+static int set_port_min(struct parse *p, const char *key, const char *v, unsigned long min,
+			uint16_t *dst)
 {
 	unsigned long x;
-	if (parse_uint(v, 1, 65535, &x)) {
-		fail(p, -EINVAL, "%s: '%s' is not a port in 1..65535", key, v);
+	if (parse_uint(v, min, 65535, &x)) {
+		fail(p, -EINVAL, "%s: '%s' is not a port in %lu..65535", key, v, min);
 		return 0;
 	}
 	*dst = (uint16_t)x;
 	return 1;
+}
+
+static int set_port(struct parse *p, const char *key, const char *v, uint16_t *dst)
+{
+	return set_port_min(p, key, v, 1, dst);
 }
 
 static int node_key(struct parse *p, const char *name, const char *key, const char *v)
@@ -232,6 +247,89 @@ static int node_key(struct parse *p, const char *name, const char *key, const ch
 	return 0;
 }
 
+static struct config_gateway *gateway_for(struct parse *p, const char *name, unsigned **seen)
+{
+	struct config *c = p->c;
+	for (unsigned i = 0; i < c->ngateways; i++) {
+		if (!strcmp(c->gateways[i].name, name)) {
+			*seen = &p->gw_keys[i];
+			return &c->gateways[i];
+		}
+	}
+	if (!name_ok(name)) {
+		fail(p, -EINVAL, "bad gateway name '%s' (use [A-Za-z0-9._-], 1..%d chars)", name,
+		     CONFIG_NAME_MAX - 1);
+		return NULL;
+	}
+	if (c->ngateways == CONFIG_MAX_GATEWAYS) {
+		fail(p, -E2BIG, "more than %d gateways", CONFIG_MAX_GATEWAYS);
+		return NULL;
+	}
+	struct config_gateway *g = &c->gateways[c->ngateways];
+	memset(g, 0, sizeof(*g));
+	strcpy(g->name, name);
+	strcpy(g->host, "127.0.0.1");
+	g->nfs_port = 2049;
+	g->mount_port = 20048;
+	g->portmap_port = 111;
+	strcpy(g->meta_volume, "nfsgw-meta");
+	*seen = &p->gw_keys[c->ngateways];
+	**seen = 0;
+	c->ngateways++;
+	return g;
+}
+
+static int gateway_key(struct parse *p, const char *name, const char *key, const char *v)
+{
+	unsigned *seen;
+	struct config_gateway *g = gateway_for(p, name, &seen);
+	unsigned long x;
+	if (!g)
+		return 0;
+	/* Fields with defaults are cleared before the copy so that equal configs are equal
+	 * bytes (the round trip compares memory). */
+	if (!strcmp(key, "host"))
+		return once(p, seen, SEEN_GW_HOST, key) && memset(g->host, 0, sizeof(g->host)) &&
+		       copy_str(p, key, v, g->host, sizeof(g->host));
+	if (!strcmp(key, "nfs_port"))
+		return once(p, seen, SEEN_GW_NFS, key) && set_port(p, key, v, &g->nfs_port);
+	if (!strcmp(key, "mount_port"))
+		return once(p, seen, SEEN_GW_MOUNT, key) && set_port(p, key, v, &g->mount_port);
+	/* 0 means "none": no own portmapper, no control API. */
+	if (!strcmp(key, "portmap_port"))
+		return once(p, seen, SEEN_GW_PORTMAP, key) &&
+		       set_port_min(p, key, v, 0, &g->portmap_port);
+	if (!strcmp(key, "http_port"))
+		return once(p, seen, SEEN_GW_HTTP, key) &&
+		       set_port_min(p, key, v, 0, &g->http_port);
+	if (!strcmp(key, "exports"))
+		return once(p, seen, SEEN_GW_EXPORTS, key) && set_path(p, key, v, g->exports);
+	if (!strcmp(key, "replicas")) {
+		if (!once(p, seen, SEEN_GW_REPLICAS, key))
+			return 0;
+		if (parse_uint(v, 0, CONFIG_MAX_REPLICAS, &x)) {
+			fail(p, -EINVAL, "replicas: '%s' is not a number in 0..%d", v,
+			     CONFIG_MAX_REPLICAS);
+			return 0;
+		}
+		g->replicas = (unsigned)x;
+		return 1;
+	}
+	if (!strcmp(key, "meta_volume")) {
+		if (!once(p, seen, SEEN_GW_META, key))
+			return 0;
+		if (!name_ok(v)) {
+			fail(p, -EINVAL, "meta_volume: bad volume name '%s'", v);
+			return 0;
+		}
+		memset(g->meta_volume, 0, sizeof(g->meta_volume));
+		strcpy(g->meta_volume, v);
+		return 1;
+	}
+	fail(p, -EINVAL, "unknown key '%s' in [gateway.%s]", key, name);
+	return 0;
+}
+
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse *p = user;
@@ -241,6 +339,8 @@ static int handler(void *user, const char *section, const char *key, const char 
 		return cluster_key(p, key, value);
 	if (!strncmp(section, "node.", 5))
 		return node_key(p, section + 5, key, value);
+	if (!strncmp(section, "gateway.", 8))
+		return gateway_key(p, section + 8, key, value);
 	if (!*section)
 		fail(p, -EINVAL, "key '%s' outside any section", key);
 	else
@@ -273,6 +373,58 @@ static int check_ports(const struct config *c, char *err, size_t errlen)
 				snprintf(err, errlen, "nodes %s and %s share data dir %s", a->name,
 					 b->name, a->data);
 				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
+
+/* The non-zero ports a gateway listens on. */
+static unsigned gateway_ports(const struct config_gateway *g, uint16_t out[4])
+{
+	const uint16_t all[4] = {g->nfs_port, g->mount_port, g->portmap_port, g->http_port};
+	unsigned n = 0;
+	for (int i = 0; i < 4; i++)
+		if (all[i])
+			out[n++] = all[i];
+	return n;
+}
+
+static int check_gateway_ports(const struct config *c, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < c->ngateways; i++) {
+		const struct config_gateway *a = &c->gateways[i];
+		uint16_t pa[4];
+		unsigned na = gateway_ports(a, pa);
+		for (unsigned j = i; j < c->ngateways; j++) {
+			const struct config_gateway *b = &c->gateways[j];
+			uint16_t pb[4];
+			unsigned nb = gateway_ports(b, pb);
+			if (strcmp(a->host, b->host))
+				continue;
+			for (unsigned x = 0; x < na; x++) {
+				for (unsigned y = (i == j ? x + 1 : 0); y < nb; y++) {
+					if (pa[x] != pb[y])
+						continue;
+					snprintf(err, errlen, "port %u on %s used twice (%s, %s)",
+						 pa[x], a->host, a->name, b->name);
+					return -EINVAL;
+				}
+			}
+		}
+		for (unsigned j = 0; j < c->nnodes; j++) {
+			const struct config_node *n = &c->nodes[j];
+			const uint16_t pn[3] = {n->http_port, n->replica_port, n->nbd_port};
+			if (strcmp(a->host, n->host))
+				continue;
+			for (unsigned x = 0; x < na; x++) {
+				for (unsigned y = 0; y < 3; y++) {
+					if (pa[x] != pn[y])
+						continue;
+					snprintf(err, errlen, "port %u on %s used twice (%s, %s)",
+						 pa[x], a->host, a->name, n->name);
+					return -EINVAL;
+				}
 			}
 		}
 	}
@@ -332,7 +484,8 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen)
 			}
 		}
 	}
-	return check_ports(c, err, errlen);
+	int r2 = check_ports(c, err, errlen);
+	return r2 ? r2 : check_gateway_ports(c, err, errlen);
 }
 
 static int write_all(int fd, const char *buf, size_t len)
@@ -371,7 +524,8 @@ static int fsync_dir_of(const char *path)
 
 int config_save(const char *path, const struct config *c)
 {
-	size_t cap = 512 + (size_t)c->nnodes * (CONFIG_PATH_MAX + 512) + CONFIG_PATH_MAX;
+	size_t cap = 512 + (size_t)c->nnodes * (CONFIG_PATH_MAX + 512) +
+		     (size_t)c->ngateways * (CONFIG_PATH_MAX + 512) + CONFIG_PATH_MAX;
 	char *buf = malloc(cap);
 	if (!buf)
 		return -ENOMEM;
@@ -385,6 +539,17 @@ int config_save(const char *path, const struct config *c)
 					"%u\nnbd_port = %u\ndata = %s\n",
 					n->name, n->host, n->http_port, n->replica_port,
 					n->nbd_port, n->data);
+	}
+	for (unsigned i = 0; i < c->ngateways && len < cap; i++) {
+		const struct config_gateway *g = &c->gateways[i];
+		len += (size_t)snprintf(buf + len, cap - len,
+					"\n[gateway.%s]\nhost = %s\nnfs_port = %u\nmount_port = "
+					"%u\nportmap_port = %u\nhttp_port = %u\nreplicas = %u\n"
+					"meta_volume = %s\n",
+					g->name, g->host, g->nfs_port, g->mount_port,
+					g->portmap_port, g->http_port, g->replicas, g->meta_volume);
+		if (g->exports[0] && len < cap)
+			len += (size_t)snprintf(buf + len, cap - len, "exports = %s\n", g->exports);
 	}
 	if (len >= cap) {
 		free(buf);
@@ -421,5 +586,13 @@ const struct config_node *config_node(const struct config *c, const char *name)
 	for (unsigned i = 0; i < c->nnodes; i++)
 		if (!strcmp(c->nodes[i].name, name))
 			return &c->nodes[i];
+	return NULL;
+}
+
+const struct config_gateway *config_gateway(const struct config *c, const char *name)
+{
+	for (unsigned i = 0; i < c->ngateways; i++)
+		if (!strcmp(c->gateways[i].name, name))
+			return &c->gateways[i];
 	return NULL;
 }

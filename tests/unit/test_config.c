@@ -205,6 +205,146 @@ static void test_round_trip(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static const char gwbase[] = "[cluster]\ndir=/x\n[node.a]\nhost=127.0.0.1\nhttp_port=1\n"
+			     "replica_port=2\nnbd_port=3\ndata=/x/a\n";
+
+static void test_gateway_defaults(void **state)
+{
+	struct fixture *f = *state;
+	struct config c;
+	char err[256] = "";
+	char text[512];
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\n", gwbase);
+	write_file(f->path, text);
+	/* A section with no keys is not seen by inih: it must be named by a key. */
+	assert_int_equal(config_load(f->path, &c, err, sizeof(err)), 0);
+	assert_null(config_gateway(&c, "gw1"));
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nreplicas = 0\n", gwbase);
+	write_file(f->path, text);
+	assert_int_equal(config_load(f->path, &c, err, sizeof(err)), 0);
+	assert_int_equal(c.ngateways, 1);
+	const struct config_gateway *g = config_gateway(&c, "gw1");
+	assert_non_null(g);
+	assert_string_equal(g->name, "gw1");
+	assert_string_equal(g->host, "127.0.0.1");
+	assert_int_equal(g->nfs_port, 2049);
+	assert_int_equal(g->mount_port, 20048);
+	assert_int_equal(g->portmap_port, 111);
+	assert_int_equal(g->http_port, 0);
+	assert_int_equal(g->replicas, 0);
+	assert_string_equal(g->exports, "");
+	assert_string_equal(g->meta_volume, "nfsgw-meta");
+	assert_null(config_gateway(&c, "gw2"));
+}
+
+static void test_gateway_keys(void **state)
+{
+	struct fixture *f = *state;
+	struct config c;
+	char err[256] = "";
+	char text[1024];
+	snprintf(text, sizeof(text),
+		 "%s[gateway.gw1]\nhost = 127.0.0.41\nnfs_port = 12049\nmount_port = 12048\n"
+		 "portmap_port = 0\nhttp_port = 7400\nexports = /etc/exports.gw\nreplicas = 2\n"
+		 "meta_volume = meta-1\n[gateway.gw2]\nhost = 127.0.0.42\n",
+		 gwbase);
+	write_file(f->path, text);
+	assert_int_equal(config_load(f->path, &c, err, sizeof(err)), 0);
+	assert_int_equal(c.ngateways, 2);
+	const struct config_gateway *g = config_gateway(&c, "gw1");
+	assert_string_equal(g->host, "127.0.0.41");
+	assert_int_equal(g->nfs_port, 12049);
+	assert_int_equal(g->mount_port, 12048);
+	assert_int_equal(g->portmap_port, 0);
+	assert_int_equal(g->http_port, 7400);
+	assert_string_equal(g->exports, "/etc/exports.gw");
+	assert_int_equal(g->replicas, 2);
+	assert_string_equal(g->meta_volume, "meta-1");
+	g = config_gateway(&c, "gw2");
+	assert_string_equal(g->host, "127.0.0.42");
+	assert_int_equal(g->nfs_port, 2049);
+}
+
+static void test_gateway_errors(void **state)
+{
+	struct fixture *f = *state;
+	char text[1024];
+	/* gwbase is 8 lines; the section header is line 9, its first key line 10. */
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nnfs_prot = 1\n", gwbase);
+	expect_error(f->path, text, "line 10: unknown key 'nfs_prot' in [gateway.gw1]");
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nnfs_port = 0\n", gwbase);
+	expect_error(f->path, text, "line 10: nfs_port");
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nmount_port = 70000\n", gwbase);
+	expect_error(f->path, text, "line 10: mount_port");
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nhttp_port = x\n", gwbase);
+	expect_error(f->path, text, "line 10: http_port");
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nexports = rel\n", gwbase);
+	expect_error(f->path, text, "line 10: exports: must be an absolute path");
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nreplicas = 9\n", gwbase);
+	expect_error(f->path, text, "line 10: replicas");
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nmeta_volume = a/b\n", gwbase);
+	expect_error(f->path, text, "line 10: meta_volume");
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nhost = h\nhost = i\n", gwbase);
+	expect_error(f->path, text, "line 11: duplicate key host");
+	snprintf(text, sizeof(text), "%s[gateway.g/1]\nhost = h\n", gwbase);
+	expect_error(f->path, text, "line 10: bad gateway name");
+	/* Ports collide within a gateway, between gateways and with a node on the same host. */
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nmount_port = 2049\n", gwbase);
+	expect_error(f->path, text, "port 2049 on 127.0.0.1 used twice (gw1, gw1)");
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nhttp_port=9\n[gateway.gw2]\nhttp_port=9\n",
+		 gwbase);
+	expect_error(f->path, text, "port 2049 on 127.0.0.1 used twice (gw1, gw2)");
+	snprintf(text, sizeof(text), "%s[gateway.gw1]\nhttp_port = 3\n", gwbase);
+	expect_error(f->path, text, "port 3 on 127.0.0.1 used twice (gw1, a)");
+	/* Another host: no collision; 0 ports never collide. */
+	snprintf(text, sizeof(text),
+		 "%s[gateway.gw1]\nhttp_port=0\nportmap_port=0\n[gateway.gw2]\nhost=127.0.0.2\n"
+		 "http_port=0\nportmap_port=0\n",
+		 gwbase);
+	write_file(f->path, text);
+	struct config c;
+	char err[256] = "";
+	assert_int_equal(config_load(f->path, &c, err, sizeof(err)), 0);
+	char many[2048];
+	size_t off = (size_t)snprintf(many, sizeof(many), "%s", gwbase);
+	for (int i = 0; i <= CONFIG_MAX_GATEWAYS; i++)
+		off += (size_t)snprintf(many + off, sizeof(many) - off,
+					"[gateway.g%d]\nhost=10.0.0.%d\n", i, i);
+	expect_error(f->path, many, "more than 8 gateways");
+}
+
+static void test_gateway_round_trip(void **state)
+{
+	struct fixture *f = *state;
+	struct config a, b;
+	char err[256];
+	char text[1024];
+	snprintf(text, sizeof(text),
+		 "%s[gateway.gw1]\nhost = 127.0.0.41\nportmap_port = 0\nexports = /e x/p\n"
+		 "[gateway.gw2]\nreplicas = 1\n",
+		 gwbase);
+	write_file(f->path, text);
+	assert_int_equal(config_load(f->path, &a, err, sizeof(err)), 0);
+	/* A gateway added programmatically, as blockctl would. */
+	struct config_gateway *g = &a.gateways[a.ngateways++];
+	memset(g, 0, sizeof(*g));
+	strcpy(g->name, "gw3");
+	strcpy(g->host, "127.0.0.43");
+	g->nfs_port = 2049;
+	g->mount_port = 20048;
+	g->portmap_port = 111;
+	g->http_port = 7400;
+	strcpy(g->meta_volume, "m3");
+	char out[160];
+	snprintf(out, sizeof(out), "%s/saved.conf", f->dir);
+	assert_int_equal(config_save(out, &a), 0);
+	assert_int_equal(config_load(out, &b, err, sizeof(err)), 0);
+	assert_int_equal(b.ngateways, 3);
+	assert_string_equal(config_gateway(&b, "gw1")->exports, "/e x/p");
+	assert_int_equal(config_gateway(&b, "gw3")->http_port, 7400);
+	assert_memory_equal(&a, &b, sizeof(a));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -214,6 +354,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_bad_port, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gateway_defaults, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gateway_keys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gateway_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gateway_round_trip, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
