@@ -38,6 +38,14 @@ int cmd_replica(struct ctx *c, int argc, char **argv);
 /* volume import / export (transfer.c). */
 int cmd_volume_import(struct ctx *c, int argc, char **argv);
 int cmd_volume_export(struct ctx *c, int argc, char **argv);
+/* gateway status, export ls|add|rm (gateway.c). */
+int cmd_gateway(struct ctx *c, int argc, char **argv);
+int cmd_export(struct ctx *c, int argc, char **argv);
+/* True when the NFS gateway answers /v1/health. */
+bool gateway_up(const struct config_gateway *g);
+/* The nfs:// URL of path on g: plain when its portmapper is on 111 (what QEMU needs), else
+ * with libnfs's ?nfsport=N&mountport=M. */
+void gateway_url(const struct config_gateway *g, const char *path, char *buf, size_t cap);
 
 /* One request to a node. body may be NULL. *out receives the parsed JSON reply (NULL when
  * the body is empty or not JSON); pass out NULL to ignore it. Returns 0 (any status) or a

@@ -11,9 +11,12 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -22,7 +25,10 @@
 #include "tools/blockctl/blockctl.h"
 
 #define UP_TIMEOUT_MS 20000
+#define GW_UP_TIMEOUT_MS 30000
 #define DOWN_TIMEOUT_MS 10000
+#define DEFAULT_EXPORT "/vm-shared 127.0.0.0/8(rw,sync,no_subtree_check,no_root_squash)"
+#define MOUNT_POINT "/var/lib/rancher/vm"
 
 static void sleep_ms(int ms)
 {
@@ -77,11 +83,10 @@ static bool pid_is_node(pid_t pid, const char *pidfile)
 	return false;
 }
 
-/* The pid of the running node, or 0. */
-static pid_t node_pid(const struct config_node *n)
+/* The pid in pidfile when it names a live process started with that pid file, or 0. */
+static pid_t pidfile_pid(const char *pf)
 {
-	char pf[CONFIG_PATH_MAX + 16], buf[32];
-	pid_path(n, pf, sizeof(pf));
+	char buf[32];
 	int fd = open(pf, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
@@ -96,13 +101,40 @@ static pid_t node_pid(const struct config_node *n)
 	return pid_is_node((pid_t)pid, pf) ? (pid_t)pid : 0;
 }
 
-static void find_blockd(char *out, size_t cap)
+/* The pid of the running node, or 0. */
+static pid_t node_pid(const struct config_node *n)
 {
-	const char *env = getenv("BLOCKD_BIN");
+	char pf[CONFIG_PATH_MAX + 16];
+	pid_path(n, pf, sizeof(pf));
+	return pidfile_pid(pf);
+}
+
+/* DIR/nfsgw.EXT for the first gateway (the one `cluster up` writes), nfsgw-NAME.EXT else. */
+static void gw_file(const struct config *cfg, const struct config_gateway *g, const char *ext,
+		    char *buf, size_t cap)
+{
+	if (g == &cfg->gateways[0])
+		snprintf(buf, cap, "%s/nfsgw.%s", cfg->dir, ext);
+	else
+		snprintf(buf, cap, "%s/nfsgw-%s.%s", cfg->dir, g->name, ext);
+}
+
+static pid_t gw_pid(const struct config *cfg, const struct config_gateway *g)
+{
+	char pf[CONFIG_PATH_MAX + 16 + CONFIG_NAME_MAX];
+	gw_file(cfg, g, "pid", pf, sizeof(pf));
+	return pidfile_pid(pf);
+}
+
+/* A daemon binary: $env_name, else next to blockctl's own executable. */
+static void find_bin(const char *name, const char *env_name, const char *hint, char *out,
+		     size_t cap)
+{
+	const char *env = getenv(env_name);
 	if (env && *env) {
 		snprintf(out, cap, "%s", env);
 		if (access(out, X_OK) < 0)
-			die("cluster up: BLOCKD_BIN=%s: %s", env, strerror(errno));
+			die("cluster up: %s=%s: %s", env_name, env, strerror(errno));
 		return;
 	}
 	char self[PATH_MAX];
@@ -110,25 +142,18 @@ static void find_blockd(char *out, size_t cap)
 	if (n < 0)
 		die("cluster up: /proc/self/exe: %s", strerror(errno));
 	self[n] = 0;
-	snprintf(out, cap, "%s/blockd", dirname(self));
+	snprintf(out, cap, "%s/%s", dirname(self), name);
 	if (access(out, X_OK) < 0)
-		die("cluster up: blockd binary not found at %s (%s); build it with 'make' or set "
-		    "BLOCKD_BIN",
-		    out, strerror(errno));
+		die("cluster up: %s binary not found at %s (%s); build it with 'make' or set %s%s",
+		    name, out, strerror(errno), env_name, hint);
 }
 
-static pid_t start_node(const char *bin, const char *conf, const struct config_node *n)
+/* Starts args[0] in a session of its own, stdout and stderr appended to logfile. */
+static pid_t spawn(char *const *args, const char *logfile)
 {
-	char pf[CONFIG_PATH_MAX + 16], lf[CONFIG_PATH_MAX + 16];
-	pid_path(n, pf, sizeof(pf));
-	log_path(n, lf, sizeof(lf));
-	int r = mkdir_p(n->data);
-	if (r < 0)
-		die("cluster up: %s: %s", n->data, strerror(-r));
-	unlink(pf); /* stale: the node is not running */
-	int logfd = open(lf, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	int logfd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (logfd < 0)
-		die("cluster up: %s: %s", lf, strerror(errno));
+		die("cluster up: %s: %s", logfile, strerror(errno));
 	int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (nullfd < 0)
 		die("cluster up: /dev/null: %s", strerror(errno));
@@ -141,10 +166,8 @@ static pid_t start_node(const char *bin, const char *conf, const struct config_n
 		dup2(nullfd, 0);
 		dup2(logfd, 1);
 		dup2(logfd, 2);
-		char *args[] = {(char *)bin,	 "-c",	      (char *)conf, "--node",
-				(char *)n->name, "--pidfile", pf,	    NULL};
-		execv(bin, args);
-		dprintf(2, "blockctl: exec %s: %s\n", bin, strerror(errno));
+		execv(args[0], args);
+		dprintf(2, "blockctl: exec %s: %s\n", args[0], strerror(errno));
 		_exit(127);
 	}
 	close(logfd);
@@ -152,10 +175,22 @@ static pid_t start_node(const char *bin, const char *conf, const struct config_n
 	return pid;
 }
 
-static void print_log_tail(const struct config_node *n)
+static pid_t start_node(const char *bin, const char *conf, const struct config_node *n)
 {
-	char lf[CONFIG_PATH_MAX + 16];
+	char pf[CONFIG_PATH_MAX + 16], lf[CONFIG_PATH_MAX + 16];
+	pid_path(n, pf, sizeof(pf));
 	log_path(n, lf, sizeof(lf));
+	int r = mkdir_p(n->data);
+	if (r < 0)
+		die("cluster up: %s: %s", n->data, strerror(-r));
+	unlink(pf); /* stale: the node is not running */
+	char *args[] = {(char *)bin,	 "-c",	      (char *)conf, "--node",
+			(char *)n->name, "--pidfile", pf,	    NULL};
+	return spawn(args, lf);
+}
+
+static void print_file_tail(const char *lf)
+{
 	FILE *f = fopen(lf, "r");
 	if (!f)
 		return;
@@ -180,6 +215,13 @@ static void print_log_tail(const struct config_node *n)
 		free(ring[i]);
 }
 
+static void print_log_tail(const struct config_node *n)
+{
+	char lf[CONFIG_PATH_MAX + 16];
+	log_path(n, lf, sizeof(lf));
+	print_file_tail(lf);
+}
+
 static void make_config(struct config *cfg, const char *dir, unsigned nodes, unsigned base,
 			unsigned replicas)
 {
@@ -197,6 +239,182 @@ static void make_config(struct config *cfg, const char *dir, unsigned nodes, uns
 		n->nbd_port = (uint16_t)(base + 10 * i + 3);
 		if (snprintf(n->data, sizeof(n->data), "%s/node%u", dir, i) >= (int)sizeof(n->data))
 			die("cluster up: %s: path too long", dir);
+	}
+}
+
+/* True unless something listens on host:port (TCP). A name, or an address that is not
+ * ours, counts as free: the gateway reports that itself. */
+static bool port_free(const char *host, unsigned port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	if (inet_pton(AF_INET, host, &a.sin_addr) != 1)
+		return true;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return true;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	bool free_ = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 || errno != EADDRINUSE;
+	close(fd);
+	return free_;
+}
+
+/* [gateway.gw1]: the standard NFS ports on host when all are free (QEMU's nfs:// driver only
+ * asks a portmapper on 111), else ports from the cluster's range and no own portmapper. */
+static void make_gateway(struct config *cfg, const char *dir, unsigned base, const char *host)
+{
+	struct config_gateway *g = &cfg->gateways[cfg->ngateways++];
+	memset(g, 0, sizeof(*g));
+	snprintf(g->name, sizeof(g->name), "gw1");
+	if (snprintf(g->host, sizeof(g->host), "%s", host) >= (int)sizeof(g->host))
+		usage_die("cluster up: --gateway-host '%s' is too long", host);
+	g->http_port = (uint16_t)(base + 1);
+	if (snprintf(g->exports, sizeof(g->exports), "%s/exports", dir) >= (int)sizeof(g->exports))
+		die("cluster up: %s: path too long", dir);
+	snprintf(g->meta_volume, sizeof(g->meta_volume), "nfsgw-meta");
+	static const unsigned std[] = {111, 2049, 20048};
+	char taken[64] = "";
+	for (size_t i = 0; i < sizeof(std) / sizeof(std[0]); i++)
+		if (!port_free(host, std[i]))
+			snprintf(taken + strlen(taken), sizeof(taken) - strlen(taken), "%s%u",
+				 taken[0] ? ", " : "", std[i]);
+	if (!taken[0]) {
+		g->nfs_port = 2049;
+		g->mount_port = 20048;
+		g->portmap_port = 111;
+		return;
+	}
+	g->nfs_port = (uint16_t)(base + 2);
+	g->mount_port = (uint16_t)(base + 3);
+	g->portmap_port = 0;
+	printf("note: port %s of %s already taken: gateway %s uses nfs port %u, mount port %u "
+	       "and no portmapper of its own (QEMU's nfs:// driver needs one on port 111; "
+	       "use --gateway-host with a free address for that)\n",
+	       taken, host, g->name, g->nfs_port, g->mount_port);
+}
+
+static void write_default_exports(const char *path)
+{
+	if (access(path, F_OK) == 0)
+		return;
+	FILE *f = fopen(path, "w");
+	if (!f)
+		die("cluster up: %s: %s", path, strerror(errno));
+	fprintf(f, "# exports(5) lines of the NFS gateway; read when it starts (change them\n"
+		   "# while it runs with 'blockctl export add|rm')\n" DEFAULT_EXPORT "\n");
+	if (fclose(f) != 0)
+		die("cluster up: %s: %s", path, strerror(errno));
+}
+
+static pid_t start_gateway(const char *bin, const char *conf, const struct config *cfg,
+			   const struct config_gateway *g)
+{
+	char pf[CONFIG_PATH_MAX + 96], lf[CONFIG_PATH_MAX + 96];
+	gw_file(cfg, g, "pid", pf, sizeof(pf));
+	gw_file(cfg, g, "log", lf, sizeof(lf));
+	char def[CONFIG_PATH_MAX + 16];
+	snprintf(def, sizeof(def), "%s/exports", cfg->dir);
+	if (g->exports[0] && strcmp(g->exports, def) == 0)
+		write_default_exports(def);
+	unlink(pf); /* stale: the gateway is not running */
+	char *args[] = {(char *)bin,	 "-c",	      (char *)conf, "--gateway",
+			(char *)g->name, "--pidfile", pf,	    NULL};
+	return spawn(args, lf);
+}
+
+/* Prints each export's nfs:// URL and the mount line for the first one. */
+static void print_gateway_urls(const struct config_gateway *g)
+{
+	struct config_node n = {0};
+	snprintf(n.host, sizeof(n.host), "%s", g->host);
+	n.http_port = g->http_port;
+	int st = 0;
+	json_t *j = NULL;
+	const char *first = "/vm-shared";
+	json_t *exps = NULL;
+	if (node_req(&n, "GET", "/v1/exports", NULL, T_DEFAULT_MS, &st, &j) == 0 && st == 200)
+		exps = json_object_get(j, "exports");
+	if (json_array_size(exps))
+		first = jstr(json_array_get(exps, 0), "path");
+	char url[CONFIG_PATH_MAX + 128];
+	size_t i;
+	json_t *e;
+	json_array_foreach(exps, i, e)
+	{
+		gateway_url(g, jstr(e, "path"), url, sizeof(url));
+		printf("  export %s: %s\n", jstr(e, "path"), url);
+	}
+	if (!json_array_size(exps)) {
+		gateway_url(g, first, url, sizeof(url));
+		printf("  export %s: %s\n", first, url);
+	}
+	char opts[96] = "vers=3,proto=tcp,nolock";
+	if (g->portmap_port != 111)
+		snprintf(opts + strlen(opts), sizeof(opts) - strlen(opts), ",port=%u,mountport=%u",
+			 g->nfs_port, g->mount_port);
+	printf("  a host mounts it with:\n    mount -t nfs -o %s %s:%s " MOUNT_POINT "\n", opts,
+	       g->host, first);
+	json_decref(j);
+}
+
+/* Starts every gateway of the cluster that is down (after the nodes: it needs their
+ * replicas) and waits for its control API. */
+static void gateways_up(const struct config *cfg, const char *conf)
+{
+	char bin[PATH_MAX];
+	bool have_bin = false;
+	pid_t pids[CONFIG_MAX_GATEWAYS] = {0};
+	bool started[CONFIG_MAX_GATEWAYS] = {0};
+	for (unsigned i = 0; i < cfg->ngateways; i++) {
+		const struct config_gateway *g = &cfg->gateways[i];
+		pids[i] = gw_pid(cfg, g);
+		if (pids[i])
+			continue;
+		if (!have_bin)
+			find_bin("nfsgw", "NFSGW_BIN", " (or skip the gateway with --no-gateway)",
+				 bin, sizeof(bin));
+		have_bin = true;
+		pids[i] = start_gateway(bin, conf, cfg, g);
+		started[i] = true;
+		printf("%s: started nfsgw (pid %d)\n", g->name, (int)pids[i]);
+	}
+	for (unsigned i = 0; i < cfg->ngateways; i++) {
+		const struct config_gateway *g = &cfg->gateways[i];
+		char lf[CONFIG_PATH_MAX + 96];
+		gw_file(cfg, g, "log", lf, sizeof(lf));
+		int64_t deadline = mono_ms() + GW_UP_TIMEOUT_MS;
+		for (;;) {
+			int st;
+			if (started[i] && waitpid(pids[i], &st, WNOHANG) == pids[i]) {
+				started[i] = false;
+				if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+					if (WIFEXITED(st))
+						warnx_("cluster up: gateway %s exited with status "
+						       "%d before answering /v1/health",
+						       g->name, WEXITSTATUS(st));
+					else
+						warnx_(
+						    "cluster up: gateway %s was killed by signal "
+						    "%d before answering /v1/health",
+						    g->name, WTERMSIG(st));
+					print_file_tail(lf);
+					exit(1);
+				}
+			}
+			if (gw_pid(cfg, g) && gateway_up(g))
+				break;
+			if (mono_ms() > deadline) {
+				warnx_("cluster up: gateway %s (%s:%u) did not answer /v1/health "
+				       "within %d s",
+				       g->name, g->host, g->http_port, GW_UP_TIMEOUT_MS / 1000);
+				print_file_tail(lf);
+				exit(1);
+			}
+			sleep_ms(100);
+		}
+		printf("\nNFS gateway %s (pid %d) serves on %s, control API %s:%u\n", g->name,
+		       (int)gw_pid(cfg, g), g->host, g->host, g->http_port);
+		print_gateway_urls(g);
 	}
 }
 
@@ -222,10 +440,13 @@ static void print_nodes(const struct config *cfg, const pid_t *pids)
 static int cluster_up(struct ctx *c, int argc, char **argv)
 {
 	const char *o_nodes = NULL, *o_dir = NULL, *o_port = NULL, *o_rep = NULL;
+	const char *o_gwhost = NULL, *o_nogw = NULL;
 	const struct optspec specs[] = {{"nodes", true, &o_nodes},
 					{"dir", true, &o_dir},
 					{"base-port", true, &o_port},
 					{"replicas", true, &o_rep},
+					{"gateway-host", true, &o_gwhost},
+					{"no-gateway", false, &o_nogw},
 					{0}};
 	char err[256], *pos[1];
 	if (opts_parse(argc, argv, specs, pos, 0, err, sizeof(err)) < 0)
@@ -239,6 +460,10 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 		usage_die("cluster up: bad --base-port '%s'", o_port);
 	if (o_rep && (parse_uint(o_rep, CONFIG_MAX_NODES, &replicas) < 0 || replicas == 0))
 		usage_die("cluster up: bad --replicas '%s'", o_rep);
+	if (o_gwhost && o_nogw)
+		usage_die("cluster up: --gateway-host and --no-gateway exclude each other");
+	if (o_gwhost && !*o_gwhost)
+		usage_die("cluster up: empty --gateway-host");
 
 	char conf[PATH_MAX + 16];
 	snprintf(conf, sizeof(conf), "%s/cluster.conf", o_dir);
@@ -273,8 +498,14 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 			    " (omit --nodes to reuse it, or use another --dir)",
 			    conf, c->cfg.nnodes, nodes);
 		printf("reusing %s\n", conf);
+		if (o_gwhost)
+			warnx_("cluster up: --gateway-host ignored: %s already names its gateways",
+			       conf);
 	} else {
 		make_config(&c->cfg, dir, (unsigned)nodes, (unsigned)base, (unsigned)replicas);
+		if (!o_nogw)
+			make_gateway(&c->cfg, dir, (unsigned)base,
+				     o_gwhost ? o_gwhost : "127.0.0.1");
 		r = config_save(conf, &c->cfg);
 		if (r < 0)
 			die("cluster up: %s: %s", conf, strerror(-r));
@@ -291,7 +522,7 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 		if (pids[i])
 			continue;
 		if (nstart++ == 0)
-			find_blockd(bin, sizeof(bin));
+			find_bin("blockd", "BLOCKD_BIN", "", bin, sizeof(bin));
 		pids[i] = start_node(bin, conf, &cfg->nodes[i]);
 		started[i] = true;
 		printf("%s: started (pid %d)\n", cfg->nodes[i].name, (int)pids[i]);
@@ -351,6 +582,8 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 			pids[i] = p;
 	}
 	print_nodes(cfg, pids);
+	if (!o_nogw)
+		gateways_up(cfg, conf);
 	printf("\ncluster of %u node%s is up in %s; to use it:\n"
 	       "  export BLOCKD_CONF=%s\n"
 	       "  blockctl volume create vol1 --size 1G\n"
@@ -405,51 +638,78 @@ static int cluster_status(struct ctx *c, int argc, char **argv)
 						     pid ? json_integer(pid) : json_null(), "up",
 						     up, "data", n->data));
 	}
-	if (c->json)
-		print_json(arr);
-	else
+	json_t *gws = json_array();
+	struct table tg;
+	const char *hg[] = {"GATEWAY", "ADDRESS", ">PID", "STATE", "URL"};
+	table_init(&tg, 5, hg);
+	for (unsigned i = 0; i < c->cfg.ngateways; i++) {
+		const struct config_gateway *g = &c->cfg.gateways[i];
+		pid_t pid = gw_pid(&c->cfg, g);
+		bool up = gateway_up(g);
+		char addr[96], ps[16], url[CONFIG_PATH_MAX + 128];
+		snprintf(addr, sizeof(addr), "%s:%u", g->host, g->http_port);
+		snprintf(ps, sizeof(ps), "%d", (int)pid);
+		gateway_url(g, "/vm-shared", url, sizeof(url));
+		const char *state = !up ? "down" : pid ? "up" : "up (no pid file: another daemon?)";
+		const char *row[] = {g->name, addr, pid ? ps : NULL, state, url};
+		table_add(&tg, row);
+		json_array_append_new(
+		    gws,
+		    json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:o,s:b,s:s}", "gateway", g->name, "host",
+			      g->host, "http_port", g->http_port, "nfs_port", g->nfs_port,
+			      "mount_port", g->mount_port, "portmap_port", g->portmap_port, "pid",
+			      pid ? json_integer(pid) : json_null(), "up", up, "url", url));
+	}
+	if (c->json) {
+		json_t *o = json_pack("{s:O,s:O}", "nodes", arr, "gateways", gws);
+		print_json(o);
+		json_decref(o);
+	} else {
 		table_print(&t, stdout);
+		if (tg.nrows) {
+			putchar('\n');
+			table_print(&tg, stdout);
+		}
+	}
 	table_free(&t);
+	table_free(&tg);
 	json_decref(arr);
+	json_decref(gws);
 	return 0;
 }
 
-static int cluster_down(struct ctx *c, int argc, char **argv)
+struct proc {
+	const char *name;
+	pid_t pid; /* 0: not running */
+	char pf[CONFIG_PATH_MAX + 96];
+};
+
+/* SIGTERM, then SIGKILL for what is still running after DOWN_TIMEOUT_MS; removes the pid
+ * files. Returns 1 when one survives even that. */
+static int stop_procs(struct proc *p, unsigned n)
 {
-	char conf[PATH_MAX + 16];
-	dir_option(c, "cluster down", argc, argv, conf, sizeof(conf));
-	const struct config *cfg = &c->cfg;
-	pid_t pids[CONFIG_MAX_NODES] = {0};
-	for (unsigned i = 0; i < cfg->nnodes; i++) {
-		pids[i] = node_pid(&cfg->nodes[i]);
-		if (pids[i] && kill(pids[i], SIGTERM) < 0 && errno != ESRCH)
-			warnx_("cluster down: %s: kill %d: %s", cfg->nodes[i].name, (int)pids[i],
+	for (unsigned i = 0; i < n; i++)
+		if (p[i].pid && kill(p[i].pid, SIGTERM) < 0 && errno != ESRCH)
+			warnx_("cluster down: %s: kill %d: %s", p[i].name, (int)p[i].pid,
 			       strerror(errno));
-	}
 	int64_t deadline = mono_ms() + DOWN_TIMEOUT_MS;
 	bool killed = false;
 	for (;;) {
 		unsigned alive = 0;
-		char pf[CONFIG_PATH_MAX + 16];
-		for (unsigned i = 0; i < cfg->nnodes; i++) {
-			pid_path(&cfg->nodes[i], pf, sizeof(pf));
-			if (pids[i] && pid_is_node(pids[i], pf))
-				alive++;
-		}
+		for (unsigned i = 0; i < n; i++)
+			alive += p[i].pid && pid_is_node(p[i].pid, p[i].pf);
 		if (!alive)
 			break;
 		if (mono_ms() > deadline) {
 			if (killed)
 				break;
-			for (unsigned i = 0; i < cfg->nnodes; i++) {
-				pid_path(&cfg->nodes[i], pf, sizeof(pf));
-				if (pids[i] && pid_is_node(pids[i], pf)) {
+			for (unsigned i = 0; i < n; i++) {
+				if (p[i].pid && pid_is_node(p[i].pid, p[i].pf)) {
 					warnx_(
 					    "cluster down: %s (pid %d) ignored SIGTERM for %d s: "
 					    "sending SIGKILL",
-					    cfg->nodes[i].name, (int)pids[i],
-					    DOWN_TIMEOUT_MS / 1000);
-					kill(pids[i], SIGKILL);
+					    p[i].name, (int)p[i].pid, DOWN_TIMEOUT_MS / 1000);
+					kill(p[i].pid, SIGKILL);
 				}
 			}
 			killed = true;
@@ -458,22 +718,44 @@ static int cluster_down(struct ctx *c, int argc, char **argv)
 		sleep_ms(50);
 	}
 	int rc = 0;
-	for (unsigned i = 0; i < cfg->nnodes; i++) {
-		const struct config_node *n = &cfg->nodes[i];
-		char pf[CONFIG_PATH_MAX + 16];
-		pid_path(n, pf, sizeof(pf));
-		if (pids[i] && pid_is_node(pids[i], pf)) {
-			warnx_("cluster down: %s (pid %d) is still running", n->name, (int)pids[i]);
+	for (unsigned i = 0; i < n; i++) {
+		if (p[i].pid && pid_is_node(p[i].pid, p[i].pf)) {
+			warnx_("cluster down: %s (pid %d) is still running", p[i].name,
+			       (int)p[i].pid);
 			rc = 1;
 			continue;
 		}
-		unlink(pf); /* stale now, or left by a crash */
-		if (pids[i])
-			printf("%s: stopped (pid %d)\n", n->name, (int)pids[i]);
+		unlink(p[i].pf); /* stale now, or left by a crash */
+		if (p[i].pid)
+			printf("%s: stopped (pid %d)\n", p[i].name, (int)p[i].pid);
 		else
-			printf("%s: was not running\n", n->name);
+			printf("%s: was not running\n", p[i].name);
 	}
 	return rc;
+}
+
+static int cluster_down(struct ctx *c, int argc, char **argv)
+{
+	char conf[PATH_MAX + 16];
+	dir_option(c, "cluster down", argc, argv, conf, sizeof(conf));
+	const struct config *cfg = &c->cfg;
+	static struct proc
+	    p[CONFIG_MAX_NODES > CONFIG_MAX_GATEWAYS ? CONFIG_MAX_NODES : CONFIG_MAX_GATEWAYS];
+	/* Gateways first: they hold engines on the nodes' replicas and would only log errors
+	 * while the nodes go away under them. */
+	for (unsigned i = 0; i < cfg->ngateways; i++) {
+		const struct config_gateway *g = &cfg->gateways[i];
+		p[i].name = g->name;
+		gw_file(cfg, g, "pid", p[i].pf, sizeof(p[i].pf));
+		p[i].pid = gw_pid(cfg, g);
+	}
+	int rc = stop_procs(p, cfg->ngateways);
+	for (unsigned i = 0; i < cfg->nnodes; i++) {
+		p[i].name = cfg->nodes[i].name;
+		pid_path(&cfg->nodes[i], p[i].pf, sizeof(p[i].pf));
+		p[i].pid = node_pid(&cfg->nodes[i]);
+	}
+	return stop_procs(p, cfg->nnodes) | rc;
 }
 
 static int node_ls(struct ctx *c, int argc, char **argv)

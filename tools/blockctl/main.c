@@ -14,12 +14,15 @@ static const struct group {
 } groups[] = {
     {"cluster", cmd_cluster,
      "  blockctl cluster up --nodes N --dir DIR [--base-port P] [--replicas R]\n"
-     "      create DIR/cluster.conf (or reuse it) and start every node that is down\n"
+     "                     [--gateway-host H | --no-gateway]\n"
+     "      create DIR/cluster.conf (or reuse it), start every node that is down, then the\n"
+     "      NFS gateway (export /vm-shared; prints its nfs:// URL and mount line)\n"
      "  blockctl cluster status [--json] [--dir DIR]\n"
      "  blockctl cluster down [--dir DIR]\n"},
     {"node", cmd_node, "  blockctl node ls [--json]\n"},
     {"volume", cmd_volume,
-     "  blockctl volume create NAME --size SIZE [--replicas N | --nodes A,B,C]   (SIZE: 10G, 512M, ...)\n"
+     "  blockctl volume create NAME --size SIZE [--replicas N | --nodes A,B,C]   (SIZE: 10G, 512M, "
+     "...)\n"
      "  blockctl volume ls [--json]\n"
      "  blockctl volume info NAME [--json]\n"
      "  blockctl volume rm NAME\n"
@@ -39,6 +42,14 @@ static const struct group {
      "  blockctl replica ls VOL [--json]\n"
      "  blockctl replica verify VOL [--repair] [--json]\n"
      "  blockctl replica wait VOL [--timeout SECONDS]\n"},
+    {"gateway", cmd_gateway,
+     "  blockctl gateway status [--json] [--gateway NAME]\n"
+     "      the NFS gateway: its address, epoch, exports and the clients that mounted them\n"},
+    {"export", cmd_export,
+     "  blockctl export ls [--json] [--gateway NAME]\n"
+     "  blockctl export add 'PATH CLIENT(OPTIONS)...' [--gateway NAME]\n"
+     "      one exports(5) line, e.g. '/isos 127.0.0.0/8(ro)'\n"
+     "  blockctl export rm PATH [--gateway NAME]\n"},
 };
 
 static void usage(FILE *f, const struct group *only)
