@@ -503,9 +503,11 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 			       conf);
 	} else {
 		make_config(&c->cfg, dir, (unsigned)nodes, (unsigned)base, (unsigned)replicas);
-		if (!o_nogw)
+		if (!o_nogw) {
 			make_gateway(&c->cfg, dir, (unsigned)base,
 				     o_gwhost ? o_gwhost : "127.0.0.1");
+			write_default_exports(c->cfg.gateways[0].exports);
+		}
 		r = config_save(conf, &c->cfg);
 		if (r < 0)
 			die("cluster up: %s: %s", conf, strerror(-r));
