@@ -1,0 +1,450 @@
+/*
+ * test_filevol: filevol against a real 3-node cluster of blockd processes started with the
+ * built blockctl (`cluster up`, $BUILD or build-san), driven on a loop in this process:
+ * missing volumes read as zeros, the first write creates (checked through the nodes' API),
+ * growth past capacity, concurrent first writes, flush/zero/delete, the meta bdev, idle close
+ * and reopen, used bytes, open_all, snapshots, and fencing by a second instance.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blockd/config.h"
+#include "blockd/http_client.h"
+#include "nfsgw/filevol.h"
+#include "replica/loop.h"
+#include "tests/unit/loop_wait.h"
+
+#define GiB (1ull << 30)
+#define T_MS 20000
+
+struct env {
+	char dir[64];
+	char build[1024];
+	char conf[128];
+	struct config cfg;
+	struct loop *l;
+};
+
+struct done {
+	bool fired;
+	int res;
+};
+
+static void done_cb(void *arg, int res)
+{
+	struct done *d = arg;
+	d->fired = true;
+	d->res = res;
+}
+
+static bool fired(void *arg)
+{
+	return ((struct done *)arg)->fired;
+}
+
+static int wait_done(struct env *e, struct done *d)
+{
+	assert_true(run_until(e->l, fired, d, T_MS));
+	int r = d->res;
+	*d = (struct done){0};
+	return r;
+}
+
+static void cluster_down(struct env *e)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "'%s/blockctl' -c '%s' cluster down >/dev/null 2>&1", e->build,
+		 e->conf);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cluster down failed\n");
+	/* Whatever survived a failed start or stop must not outlive the test. */
+	for (unsigned i = 0; i < e->cfg.nnodes; i++) {
+		char p[CONFIG_PATH_MAX + 16];
+		snprintf(p, sizeof(p), "%s/blockd.pid", e->cfg.nodes[i].data);
+		FILE *f = fopen(p, "r");
+		int pid = 0;
+		if (f) {
+			if (fscanf(f, "%d", &pid) == 1 && pid > 0)
+				kill(pid, SIGKILL);
+			fclose(f);
+		}
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "rm %s failed\n", e->dir);
+}
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -1;
+	const char *b = getenv("BUILD");
+	snprintf(e->build, sizeof(e->build), "%s", b && *b ? b : "build-san");
+	strcpy(e->dir, "/tmp/test_filevol.XXXXXX");
+	if (!mkdtemp(e->dir))
+		return -1;
+	snprintf(e->conf, sizeof(e->conf), "%s/cluster.conf", e->dir);
+	unsigned base = 24000 + (unsigned)(getpid() % 10) * 100;
+	char cmd[4096];
+	snprintf(cmd, sizeof(cmd),
+		 "BLOCKD_BIN='%s/blockd' ASAN_OPTIONS=detect_leaks=0 '%s/blockctl' cluster up "
+		 "--nodes 3 --dir '%s' --base-port %u >/dev/null",
+		 e->build, e->build, e->dir, base);
+	int r = system(cmd);
+	char err[256] = "";
+	if (r == 0)
+		r = config_load(e->conf, &e->cfg, err, sizeof(err));
+	if (r == 0)
+		r = loop_new(&e->l);
+	if (r != 0) {
+		fprintf(stderr, "setup failed (%d) %s\n", r, err);
+		cluster_down(e);
+		free(e);
+		return -1;
+	}
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+	loop_free(e->l);
+	cluster_down(e);
+	free(e);
+	return 0;
+}
+
+static struct filevol *fv_new(struct env *e, const char *id, uint32_t idle_ms)
+{
+	struct filevol_params p = {
+	    .l = e->l, .cluster = &e->cfg, .replicas = 3, .engine_id = id, .idle_ms = idle_ms};
+	struct filevol *fv;
+	assert_int_equal(filevol_new(&p, &fv), 0);
+	return fv;
+}
+
+static void fv_close(struct env *e, struct filevol *fv)
+{
+	struct done d = {0};
+	assert_int_equal(filevol_close(fv, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+}
+
+/* GET /v1/volumes/VOL on node1: HTTP status, and size and member count when 200. */
+static int api_volume(struct env *e, const char *vol, uint64_t *size, size_t *nmembers)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/volumes/%s", vol);
+	struct http_resp r;
+	const struct config_node *n = &e->cfg.nodes[0];
+	assert_int_equal(http_request(n->host, n->http_port, "GET", path, NULL, 5000, &r), 0);
+	int st = r.status;
+	if (st == 200) {
+		json_t *j = json_loads(r.body, 0, NULL);
+		assert_non_null(j);
+		if (size)
+			*size = (uint64_t)json_integer_value(json_object_get(j, "size"));
+		if (nmembers)
+			*nmembers = json_array_size(json_object_get(j, "members"));
+		json_decref(j);
+	}
+	http_resp_free(&r);
+	return st;
+}
+
+static int fv_write(struct env *e, struct filevol *fv, const char *vol, uint64_t off, uint32_t len,
+		    int pat)
+{
+	char *buf = malloc(len);
+	assert_non_null(buf);
+	memset(buf, pat, len);
+	struct done d = {0};
+	int r = filevol_write(fv, vol, off, len, buf, 0, done_cb, &d);
+	if (r == 0)
+		r = wait_done(e, &d);
+	free(buf);
+	return r;
+}
+
+/* Reads [off, off+len) and checks every byte is pat; returns the read's result. */
+static int fv_check(struct env *e, struct filevol *fv, const char *vol, uint64_t off, uint32_t len,
+		    int pat)
+{
+	unsigned char *buf = malloc(len);
+	assert_non_null(buf);
+	memset(buf, ~pat, len);
+	struct done d = {0};
+	int r = filevol_read(fv, vol, off, len, buf, done_cb, &d);
+	if (r == 0)
+		r = wait_done(e, &d);
+	if (r == 0)
+		for (uint32_t i = 0; i < len; i++)
+			if (buf[i] != (unsigned char)pat)
+				fail_msg("%s: byte %u at %llu is %#x, not %#x", vol, i,
+					 (unsigned long long)off, buf[i], pat);
+	free(buf);
+	return r;
+}
+
+static void test_create_read_write(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t1", 0);
+	assert_int_equal(fv_check(e, fv, "fv-basic", 0, 65536, 0), 0);
+	assert_int_equal(filevol_used(fv, "fv-basic"), 0);
+	assert_int_equal(filevol_epoch(fv, "fv-basic"), 0);
+	assert_int_equal(api_volume(e, "fv-basic", NULL, NULL), 404);
+
+	assert_int_equal(fv_write(e, fv, "fv-basic", 1 << 20, 65536, 0x5a), 0);
+	uint64_t size = 0;
+	size_t nm = 0;
+	assert_int_equal(api_volume(e, "fv-basic", &size, &nm), 200);
+	assert_int_equal(nm, 3);
+	assert_int_equal(size, GiB);
+	assert_true(filevol_epoch(fv, "fv-basic") > 0);
+	assert_int_equal(fv_check(e, fv, "fv-basic", 1 << 20, 65536, 0x5a), 0);
+	assert_int_equal(fv_check(e, fv, "fv-basic", 0, 65536, 0), 0);
+
+	/* used: refreshed in the background, so poll it */
+	uint64_t deadline = loop_now_ms() + 15000;
+	while (filevol_used(fv, "fv-basic") < 65536 && loop_now_ms() < deadline)
+		run_until(e->l, always, NULL, 200);
+	assert_true(filevol_used(fv, "fv-basic") >= 65536);
+	fv_close(e, fv);
+}
+
+static void test_grow(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t2", 0);
+	assert_int_equal(fv_write(e, fv, "fv-grow", 0, 4096, 0x11), 0);
+	uint64_t size = 0;
+	assert_int_equal(api_volume(e, "fv-grow", &size, NULL), 200);
+	assert_int_equal(size, GiB);
+	/* Straddles the capacity: grown first, never split. */
+	assert_int_equal(fv_write(e, fv, "fv-grow", GiB - 4096, 8192, 0x22), 0);
+	assert_int_equal(api_volume(e, "fv-grow", &size, NULL), 200);
+	assert_int_equal(size, 2 * GiB);
+	assert_int_equal(fv_check(e, fv, "fv-grow", GiB - 4096, 8192, 0x22), 0);
+	/* Far past it: to the end rounded up, more than doubling. */
+	assert_int_equal(fv_write(e, fv, "fv-grow", 5 * GiB + 100, 4096, 0x33), 0);
+	assert_int_equal(api_volume(e, "fv-grow", &size, NULL), 200);
+	assert_int_equal(size, 6 * GiB);
+	assert_int_equal(fv_check(e, fv, "fv-grow", 5 * GiB + 100, 4096, 0x33), 0);
+	assert_int_equal(fv_check(e, fv, "fv-grow", 0, 4096, 0x11), 0);
+	/* Past the end of the volume reads zeros. */
+	assert_int_equal(fv_check(e, fv, "fv-grow", 6 * GiB - 4096, 8192, 0), 0);
+	assert_int_equal(fv_write(e, fv, "fv-grow", FILEVOL_MAX_SIZE, 4096, 1), -EFBIG);
+	fv_close(e, fv);
+}
+
+static void test_concurrent_create(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t3", 0);
+	enum { N = 8 };
+	static char bufs[N][8192];
+	struct done d[N] = {{0}};
+	for (int i = 0; i < N; i++) {
+		memset(bufs[i], 'a' + i, sizeof(bufs[i]));
+		assert_int_equal(filevol_write(fv, "fv-conc", (uint64_t)i * 8192, 8192, bufs[i],
+					       i == 0 ? BDEV_FUA : 0, done_cb, &d[i]),
+				 0);
+	}
+	for (int i = 0; i < N; i++)
+		assert_int_equal(wait_done(e, &d[i]), 0);
+	size_t nm = 0;
+	assert_int_equal(api_volume(e, "fv-conc", NULL, &nm), 200);
+	assert_int_equal(nm, 3);
+	/* A second creation would have lost the earlier writes. */
+	for (int i = 0; i < N; i++)
+		assert_int_equal(fv_check(e, fv, "fv-conc", (uint64_t)i * 8192, 8192, 'a' + i), 0);
+	fv_close(e, fv);
+}
+
+static void test_flush_zero_delete(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t4", 0);
+	struct done d = {0};
+	assert_int_equal(filevol_flush(fv, "fv-del", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0); /* missing: no-op */
+	assert_int_equal(fv_write(e, fv, "fv-del", 0, 1 << 20, 0x44), 0);
+	assert_int_equal(filevol_flush(fv, "fv-del", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(filevol_zero(fv, "fv-del", 65536, 65536, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(fv_check(e, fv, "fv-del", 65536, 65536, 0), 0);
+	assert_int_equal(fv_check(e, fv, "fv-del", 0, 65536, 0x44), 0);
+	assert_int_equal(fv_check(e, fv, "fv-del", 131072, 65536, 0x44), 0);
+	/* zero past the capacity: nothing there */
+	assert_int_equal(filevol_zero(fv, "fv-del", 0, 4 * GiB, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(fv_check(e, fv, "fv-del", 0, 1 << 20, 0), 0);
+
+	assert_int_equal(filevol_delete(fv, "fv-del", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(filevol_epoch(fv, "fv-del"), 0);
+	assert_int_equal(api_volume(e, "fv-del", NULL, NULL), 404);
+	assert_int_equal(fv_check(e, fv, "fv-del", 0, 65536, 0), 0);
+	assert_int_equal(filevol_used(fv, "fv-del"), 0);
+	assert_int_equal(filevol_delete(fv, "fv-del", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), -ENOENT);
+	/* and it comes back empty on the next write */
+	assert_int_equal(fv_write(e, fv, "fv-del", 4096, 4096, 0x45), 0);
+	assert_int_equal(fv_check(e, fv, "fv-del", 0, 4096, 0), 0);
+	assert_int_equal(fv_check(e, fv, "fv-del", 4096, 4096, 0x45), 0);
+	assert_int_equal(api_volume(e, "fv-del", NULL, NULL), 200);
+	fv_close(e, fv);
+}
+
+static void test_open_bdev(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t5", 100);
+	struct bdev b = {0};
+	struct done d = {0};
+	assert_int_equal(filevol_open_bdev(fv, "fv-meta", 64u << 20, &b, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_non_null(b.ops);
+	assert_int_equal(b.ops->size(b.ctx), 64u << 20);
+	uint64_t size = 0;
+	assert_int_equal(api_volume(e, "fv-meta", &size, NULL), 200);
+	assert_int_equal(size, 64u << 20);
+	static char w[4096], r[4096];
+	memset(w, 0x66, sizeof(w));
+	assert_int_equal(b.ops->write(b.ctx, 8192, 4096, w, BDEV_FUA, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	/* kept open past the idle time */
+	uint64_t ep = filevol_epoch(fv, "fv-meta");
+	assert_true(ep > 0);
+	run_until(e->l, always, NULL, 0);
+	uint64_t until = loop_now_ms() + 500;
+	while (loop_now_ms() < until)
+		run_until(e->l, always, NULL, 50);
+	assert_int_equal(filevol_epoch(fv, "fv-meta"), ep);
+	assert_int_equal(b.ops->read(b.ctx, 8192, 4096, r, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_memory_equal(w, r, sizeof(w));
+	fv_close(e, fv);
+
+	/* an existing one is opened as it is */
+	fv = fv_new(e, "gw-t5b", 0);
+	assert_int_equal(filevol_open_bdev(fv, "fv-meta", 128u << 20, &b, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(b.ops->size(b.ctx), 64u << 20);
+	fv_close(e, fv);
+}
+
+static bool closed_pred(void *arg)
+{
+	void **a = arg;
+	return filevol_epoch(a[0], a[1]) == 0;
+}
+
+static void test_idle_reopen(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t6", 200);
+	assert_int_equal(fv_write(e, fv, "fv-idle", 0, 4096, 0x77), 0);
+	uint64_t ep = filevol_epoch(fv, "fv-idle");
+	assert_true(ep > 0);
+	void *a[2] = {fv, "fv-idle"};
+	assert_true(run_until(e->l, closed_pred, a, 5000));
+	assert_int_equal(fv_check(e, fv, "fv-idle", 0, 4096, 0x77), 0);
+	assert_true(filevol_epoch(fv, "fv-idle") > ep);
+	fv_close(e, fv);
+}
+
+static void test_open_all(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t7", 0);
+	assert_int_equal(fv_write(e, fv, "oa-one", 0, 4096, 1), 0);
+	assert_int_equal(fv_write(e, fv, "oa-two", 0, 4096, 2), 0);
+	assert_int_equal(fv_write(e, fv, "ob-three", 0, 4096, 3), 0);
+	uint64_t ep1 = filevol_epoch(fv, "oa-one");
+	fv_close(e, fv);
+
+	fv = fv_new(e, "gw-t7b", 0);
+	struct done d = {0};
+	assert_int_equal(filevol_open_all(fv, "oa-", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_true(filevol_epoch(fv, "oa-one") > ep1);
+	assert_true(filevol_epoch(fv, "oa-two") > 0);
+	assert_int_equal(filevol_epoch(fv, "ob-three"), 0);
+	assert_int_equal(fv_check(e, fv, "oa-two", 0, 4096, 2), 0);
+	fv_close(e, fv);
+}
+
+static void test_snapshots(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t8", 0);
+	struct done d = {0};
+	assert_int_equal(filevol_snapshot_delete(fv, "fv-snap", "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), -ENOENT);
+	assert_int_equal(fv_write(e, fv, "fv-snap", 0, 4096, 0xa1), 0);
+	assert_int_equal(filevol_snapshot_create(fv, "fv-snap", "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(fv_write(e, fv, "fv-snap", 0, 4096, 0xb2), 0);
+	assert_int_equal(fv_check(e, fv, "fv-snap", 0, 4096, 0xb2), 0);
+	assert_int_equal(filevol_snapshot_revert(fv, "fv-snap", "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(fv_check(e, fv, "fv-snap", 0, 4096, 0xa1), 0);
+	assert_int_equal(filevol_snapshot_delete(fv, "fv-snap", "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	/* a missing volume is created empty for its snapshot */
+	assert_int_equal(filevol_snapshot_create(fv, "fv-snap2", "s0", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(api_volume(e, "fv-snap2", NULL, NULL), 200);
+	fv_close(e, fv);
+}
+
+static void test_fenced(void **state)
+{
+	struct env *e = *state;
+	struct filevol *a = fv_new(e, "gw-a", 0);
+	struct filevol *b = fv_new(e, "gw-b", 0);
+	assert_int_equal(fv_write(e, a, "fv-fence", 0, 4096, 0x10), 0);
+	uint64_t ep = filevol_epoch(a, "fv-fence");
+	assert_int_equal(fv_check(e, b, "fv-fence", 0, 4096, 0x10), 0);
+	assert_true(filevol_epoch(b, "fv-fence") > ep);
+	assert_int_equal(fv_write(e, a, "fv-fence", 0, 4096, 0x20), -ESTALE);
+	/* and stays so: no reopen that would fence the new owner back */
+	assert_int_equal(fv_write(e, a, "fv-fence", 0, 4096, 0x20), -ESTALE);
+	assert_int_equal(fv_write(e, b, "fv-fence", 4096, 4096, 0x30), 0);
+	assert_int_equal(fv_check(e, b, "fv-fence", 0, 4096, 0x10), 0);
+	fv_close(e, a);
+	fv_close(e, b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_create_read_write),
+	    cmocka_unit_test(test_grow),
+	    cmocka_unit_test(test_concurrent_create),
+	    cmocka_unit_test(test_flush_zero_delete),
+	    cmocka_unit_test(test_open_bdev),
+	    cmocka_unit_test(test_idle_reopen),
+	    cmocka_unit_test(test_open_all),
+	    cmocka_unit_test(test_snapshots),
+	    cmocka_unit_test(test_fenced),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
