@@ -39,10 +39,10 @@ typedef void (*filevol_cb)(void *arg, int res);
 struct filevol_params {
 	struct loop *l;
 	const struct config *cluster; /* copied */
-	unsigned replicas;	      /* members of each new volume (<= nodes) */
-	const char *engine_id;	      /* names this gateway as the engines' local_node */
-	uint32_t io_timeout_ms;	      /* 0: the cluster's */
-	uint32_t idle_ms;	      /* test-only: idle close after this (0: FILEVOL_IDLE_MS) */
+	unsigned replicas;            /* members of each new volume (<= nodes) */
+	const char *engine_id;        /* names this gateway as the engines' local_node */
+	uint32_t io_timeout_ms;       /* 0: the cluster's */
+	uint32_t idle_ms;             /* test-only: idle close after this (0: FILEVOL_IDLE_MS) */
 };
 
 int filevol_new(const struct filevol_params *p, struct filevol **out);
@@ -52,12 +52,12 @@ int filevol_close(struct filevol *fv, filevol_cb cb, void *arg);
 int filevol_read(struct filevol *fv, const char *vol, uint64_t off, uint32_t len, void *buf,
 		 filevol_cb cb, void *arg);
 /* flags: BDEV_FUA. */
-int filevol_write(struct filevol *fv, const char *vol, uint64_t off, uint32_t len, const void *buf,
-		  uint32_t flags, filevol_cb cb, void *arg);
+int filevol_write(struct filevol *fv, const char *vol, uint64_t off, uint32_t len,
+		  const void *buf, uint32_t flags, filevol_cb cb, void *arg);
 int filevol_flush(struct filevol *fv, const char *vol, filevol_cb cb, void *arg);
 /* Reads of [off, off+len) return zeros afterwards (truncate; no-op on a missing volume). */
-int filevol_zero(struct filevol *fv, const char *vol, uint64_t off, uint64_t len, filevol_cb cb,
-		 void *arg);
+int filevol_zero(struct filevol *fv, const char *vol, uint64_t off, uint64_t len,
+		 filevol_cb cb, void *arg);
 /* Deletes the volume's replicas on every member (-ENOENT when it never existed: fine). */
 int filevol_delete(struct filevol *fv, const char *vol, filevol_cb cb, void *arg);
 /* Bytes allocated (the largest replica's head+snapshots), cached; refreshed in the background
@@ -76,11 +76,11 @@ int filevol_open_all(struct filevol *fv, const char *prefix, filevol_cb cb, void
 
 /* Snapshots of one file's volume (a missing volume is created empty first so the snapshot
  * exists). */
-int filevol_snapshot_create(struct filevol *fv, const char *vol, const char *snap, filevol_cb cb,
-			    void *arg);
-int filevol_snapshot_delete(struct filevol *fv, const char *vol, const char *snap, filevol_cb cb,
-			    void *arg);
-int filevol_snapshot_revert(struct filevol *fv, const char *vol, const char *snap, filevol_cb cb,
-			    void *arg);
+int filevol_snapshot_create(struct filevol *fv, const char *vol, const char *snap,
+			    filevol_cb cb, void *arg);
+int filevol_snapshot_delete(struct filevol *fv, const char *vol, const char *snap,
+			    filevol_cb cb, void *arg);
+int filevol_snapshot_revert(struct filevol *fv, const char *vol, const char *snap,
+			    filevol_cb cb, void *arg);
 
 #endif
