@@ -5,6 +5,7 @@ set -euo pipefail
 BLOCKCTL=$BUILD/blockctl
 NBD_LOAD=$BUILD/tests/nbd_load
 export BLOCKD_BIN=$BUILD/blockd
+export NFSGW_BIN=$BUILD/nfsgw
 # Leak reports from a daemon killed with -9 are meaningless; clean exits are checked by unit tests.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 WORK=$(mktemp -d /tmp/blockd-e2e.XXXXXX)
@@ -23,11 +24,11 @@ cleanup() {
 		"$BLOCKCTL" cluster down >/dev/null 2>&1 || true
 	fi
 	# Anything of ours still alive (a test that failed half-way) must not outlive it.
-	for p in "$CLUSTER"/*/blockd.pid; do
+	for p in "$CLUSTER"/*/blockd.pid "$CLUSTER"/nfsgw*.pid; do
 		[ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
 	done
 	if [ $rc -ne 0 ]; then
-		for f in "$CLUSTER"/*/blockd.log; do
+		for f in "$CLUSTER"/*/blockd.log "$CLUSTER"/nfsgw*.log; do
 			[ -f "$f" ] || continue
 			echo "--- tail of $f"
 			tail -n 30 "$f"
@@ -53,9 +54,12 @@ free_base_port() {
 	die "no free port range"
 }
 
+# Without the NFS gateway: tests run in parallel and the gateway wants port 111 of its
+# address; tests of the gateway start it themselves (see 75_gateway_cli.sh).
 cluster_up() {
 	local n=${1:-3}
-	"$BLOCKCTL" cluster up --nodes "$n" --dir "$CLUSTER" --base-port "$(free_base_port)"
+	"$BLOCKCTL" cluster up --nodes "$n" --dir "$CLUSTER" --base-port "$(free_base_port)" \
+		--no-gateway
 }
 
 node_pid() { cat "$CLUSTER/$1/blockd.pid"; }
