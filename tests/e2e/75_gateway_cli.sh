@@ -1,0 +1,103 @@
+#!/bin/bash
+# The NFS gateway through blockctl: `cluster up` starts it (pid file, nfs:// URL, mount
+# line), `gateway status`, `export ls|add|rm` against its control API, libnfs clients on
+# the URL it prints, a restart by a second `cluster up`, and `cluster down` stopping it.
+source "$(dirname "$0")/lib.sh"
+GW_HOST=${GW_HOST:-127.0.0.71}
+
+# A base port in this test's range (27000-27900) whose ports nobody uses.
+gw_base_port() {
+	local p used
+	used=$(ss -Htan | awk '{n=split($4,a,":"); print a[n]}')
+	for p in $(seq 27000 100 27900); do
+		if ! grep -qxE "$((p / 100))[0-9][0-9]" <<<"$used"; then
+			echo $p
+			return
+		fi
+	done
+	die "no free port range in 27000-27900"
+}
+
+log "cluster up with a gateway on $GW_HOST"
+out=$("$BLOCKCTL" cluster up --nodes 3 --dir "$CLUSTER" --base-port "$(gw_base_port)" \
+	--gateway-host "$GW_HOST")
+echo "$out"
+grep -qF "nfs://$GW_HOST/vm-shared" <<<"$out" || die "cluster up printed no nfs:// URL"
+grep -qF "mount -t nfs -o vers=3,proto=tcp,nolock $GW_HOST:/vm-shared /var/lib/rancher/vm" \
+	<<<"$out" || die "cluster up printed no mount line"
+[ -s "$CLUSTER/nfsgw.pid" ] || die "no $CLUSTER/nfsgw.pid"
+gw_pid=$(cat "$CLUSTER/nfsgw.pid")
+kill -0 "$gw_pid" || die "nfsgw (pid $gw_pid) is not running"
+grep -qF '/vm-shared 127.0.0.0/8(' "$CLUSTER/exports" || die "no default export written"
+
+log "cluster status shows the gateway"
+"$BLOCKCTL" cluster status
+st=$("$BLOCKCTL" cluster status --json)
+[ "$(json_get '["gateways"][0]["up"]' <<<"$st")" = True ] || die "cluster status: gateway not up"
+[ "$(json_get '["gateways"][0]["pid"]' <<<"$st")" = "$gw_pid" ] || die "cluster status: pid"
+
+log "gateway status"
+"$BLOCKCTL" gateway status
+st=$("$BLOCKCTL" gateway status --json)
+[ "$(json_get '["gateway"]' <<<"$st")" = gw1 ] || die "gateway status: name"
+[ "$(json_get '["host"]' <<<"$st")" = "$GW_HOST" ] || die "gateway status: host"
+[ "$(json_get '["exports"][0]["path"]' <<<"$st")" = /vm-shared ] || die "gateway status: export"
+[ "$(json_get '["epoch"] >= 1' <<<"$st")" = True ] || die "gateway status: epoch"
+
+log "libnfs clients on the printed URL"
+random_file "$WORK/f1" 300000
+nfs-cp "$WORK/f1" "nfs://$GW_HOST/vm-shared/f1"
+nfs-ls "nfs://$GW_HOST/vm-shared" | grep -q 'f1$' || die "nfs-ls does not list f1"
+nfs-cat "nfs://$GW_HOST/vm-shared/f1" >"$WORK/f1.back"
+cmp "$WORK/f1" "$WORK/f1.back" || die "f1 read back differs"
+
+log "export add / ls / rm"
+"$BLOCKCTL" export add '/isos 127.0.0.0/8(ro)'
+"$BLOCKCTL" export ls
+ls_json=$("$BLOCKCTL" export ls --json)
+python3 - "$ls_json" <<'EOF' || die "export ls --json does not show /isos read-only"
+import json, sys
+d = json.loads(sys.argv[1])
+e = {x["path"]: x for x in d["exports"]}
+assert "/isos" in e and "/vm-shared" in e, d
+c = e["/isos"]["clients"][0]
+assert c["spec"] == "127.0.0.0/8" and c["rw"] is False, c
+assert e["/vm-shared"]["clients"][0]["rw"] is True
+assert "/isos" in d["text"]
+EOF
+nfs-ls "nfs://$GW_HOST/isos" >/dev/null || die "nfs-ls of the new export"
+"$BLOCKCTL" export rm /isos
+"$BLOCKCTL" export ls --json | grep -q '"/isos"' && die "/isos still listed after export rm"
+if err=$("$BLOCKCTL" export rm /isos 2>&1); then die "export rm of a missing export succeeded"; fi
+grep -q "no export /isos" <<<"$err" || die "export rm: unclear message: $err"
+
+log "a bad line is refused with a clear message"
+set +e
+err=$("$BLOCKCTL" export add '/bad 127.0.0.1(bogus)' 2>&1)
+rc=$?
+set -e
+echo "$err"
+[ $rc -eq 1 ] || die "export add of a bad line: exit $rc, not 1"
+[ "$(wc -l <<<"$err")" -eq 1 ] || die "export add: more than one line"
+grep -q "bad export line" <<<"$err" || die "export add: unclear message: $err"
+expect_fail "$BLOCKCTL" export add 'relative 127.0.0.1(rw)'
+
+log "a second cluster up restarts a gateway that died"
+kill -9 "$gw_pid"
+while kill -0 "$gw_pid" 2>/dev/null; do sleep 0.1; done
+"$BLOCKCTL" cluster up --dir "$CLUSTER"
+new_pid=$(cat "$CLUSTER/nfsgw.pid")
+[ "$new_pid" != "$gw_pid" ] && kill -0 "$new_pid" || die "gateway not restarted"
+nfs-cat "nfs://$GW_HOST/vm-shared/f1" >"$WORK/f1.back2"
+cmp "$WORK/f1" "$WORK/f1.back2" || die "f1 differs after the gateway's restart"
+
+log "cluster down stops the gateway"
+"$BLOCKCTL" cluster down
+kill -0 "$new_pid" 2>/dev/null && die "nfsgw (pid $new_pid) still running after cluster down"
+[ -e "$CLUSTER/nfsgw.pid" ] && die "nfsgw.pid left behind"
+set +e
+err=$("$BLOCKCTL" gateway status 2>&1)
+rc=$?
+set -e
+[ $rc -eq 1 ] && grep -q "does not answer" <<<"$err" || die "gateway status when down: $rc $err"
+log "PASS"
