@@ -126,16 +126,16 @@ static pid_t gw_pid(const struct config *cfg, const struct config_gateway *g)
 	return pidfile_pid(pf);
 }
 
-/* A daemon binary: $env_name, else next to blockctl's own executable. */
-static void find_bin(const char *name, const char *env_name, const char *hint, char *out,
-		     size_t cap)
+/* A daemon binary: $env_name, else next to blockctl's own executable. Dies when it is not
+ * there, unless optional (then returns false). */
+static bool find_bin(const char *name, const char *env_name, bool optional, char *out, size_t cap)
 {
 	const char *env = getenv(env_name);
 	if (env && *env) {
 		snprintf(out, cap, "%s", env);
 		if (access(out, X_OK) < 0)
 			die("cluster up: %s=%s: %s", env_name, env, strerror(errno));
-		return;
+		return true;
 	}
 	char self[PATH_MAX];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -143,9 +143,12 @@ static void find_bin(const char *name, const char *env_name, const char *hint, c
 		die("cluster up: /proc/self/exe: %s", strerror(errno));
 	self[n] = 0;
 	snprintf(out, cap, "%s/%s", dirname(self), name);
-	if (access(out, X_OK) < 0)
-		die("cluster up: %s binary not found at %s (%s); build it with 'make' or set %s%s",
-		    name, out, strerror(errno), env_name, hint);
+	if (access(out, X_OK) == 0)
+		return true;
+	if (optional)
+		return false;
+	die("cluster up: %s binary not found at %s (%s); build it with 'make' or set %s", name, out,
+	    strerror(errno), env_name);
 }
 
 /* Starts args[0] in a session of its own, stdout and stderr appended to logfile. */
@@ -300,8 +303,8 @@ static void write_default_exports(const char *path)
 	FILE *f = fopen(path, "w");
 	if (!f)
 		die("cluster up: %s: %s", path, strerror(errno));
-	fprintf(f, "# exports(5) lines of the NFS gateway; read when it starts (change them\n"
-		   "# while it runs with 'blockctl export add|rm')\n" DEFAULT_EXPORT "\n");
+	fprintf(f, "# exports(5) lines of the NFS gateway: they replace its export table each\n"
+		   "# time it starts\n" DEFAULT_EXPORT "\n");
 	if (fclose(f) != 0)
 		die("cluster up: %s: %s", path, strerror(errno));
 }
@@ -370,9 +373,14 @@ static void gateways_up(const struct config *cfg, const char *conf)
 		pids[i] = gw_pid(cfg, g);
 		if (pids[i])
 			continue;
-		if (!have_bin)
-			find_bin("nfsgw", "NFSGW_BIN", " (or skip the gateway with --no-gateway)",
-				 bin, sizeof(bin));
+		/* A build without the gateway still gets its nodes (the gateway starts on a
+		 * later `cluster up` once built). */
+		if (!have_bin && !find_bin("nfsgw", "NFSGW_BIN", true, bin, sizeof(bin))) {
+			warnx_("cluster up: no nfsgw binary at %s (build it with 'make' or set "
+			       "NFSGW_BIN): not starting the NFS gateway",
+			       bin);
+			return;
+		}
 		have_bin = true;
 		pids[i] = start_gateway(bin, conf, cfg, g);
 		started[i] = true;
@@ -524,7 +532,7 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 		if (pids[i])
 			continue;
 		if (nstart++ == 0)
-			find_bin("blockd", "BLOCKD_BIN", "", bin, sizeof(bin));
+			find_bin("blockd", "BLOCKD_BIN", false, bin, sizeof(bin));
 		pids[i] = start_node(bin, conf, &cfg->nodes[i]);
 		started[i] = true;
 		printf("%s: started (pid %d)\n", cfg->nodes[i].name, (int)pids[i]);
