@@ -584,10 +584,15 @@ static int dispatch(struct fvol *v, struct fvreq *q)
 		req_defer(q, -ECANCELED);
 		return 1;
 	}
-	switch (v->st) {
-	case FV_FENCED:
+	if (v->st == FV_FENCED) {
 		req_defer(q, -ESTALE);
 		return 1;
+	}
+	if ((q->op == OP_READ || q->op == OP_WRITE) && q->len == 0) {
+		req_defer(q, 0); /* nothing to move, nothing to create */
+		return 1;
+	}
+	switch (v->st) {
 	case FV_CLOSED:
 		if (q->op == OP_DELETE) {
 			start_delete(v, q);

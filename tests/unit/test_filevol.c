@@ -249,6 +249,9 @@ static void test_grow(void **state)
 	/* Past the end of the volume reads zeros. */
 	assert_int_equal(fv_check(e, fv, "fv-grow", 6 * GiB - 4096, 8192, 0), 0);
 	assert_int_equal(fv_write(e, fv, "fv-grow", FILEVOL_MAX_SIZE, 4096, 1), -EFBIG);
+	/* empty writes create nothing */
+	assert_int_equal(fv_write(e, fv, "fv-empty", 4096, 0, 1), 0);
+	assert_int_equal(api_volume(e, "fv-empty", NULL, NULL), 404);
 	fv_close(e, fv);
 }
 
@@ -291,6 +294,12 @@ static void test_flush_zero_delete(void **state)
 	assert_int_equal(fv_check(e, fv, "fv-del", 65536, 65536, 0), 0);
 	assert_int_equal(fv_check(e, fv, "fv-del", 0, 65536, 0x44), 0);
 	assert_int_equal(fv_check(e, fv, "fv-del", 131072, 65536, 0x44), 0);
+	/* unaligned: the partial blocks at both ends keep their other bytes */
+	assert_int_equal(filevol_zero(fv, "fv-del", 300000, 5000, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(fv_check(e, fv, "fv-del", 290000, 10000, 0x44), 0);
+	assert_int_equal(fv_check(e, fv, "fv-del", 300000, 5000, 0), 0);
+	assert_int_equal(fv_check(e, fv, "fv-del", 305000, 10000, 0x44), 0);
 	/* zero past the capacity: nothing there */
 	assert_int_equal(filevol_zero(fv, "fv-del", 0, 4 * GiB, done_cb, &d), 0);
 	assert_int_equal(wait_done(e, &d), 0);
