@@ -176,6 +176,7 @@ static void created_reply(struct nfs3_req *r, int res)
 		return;
 	}
 	CREATE3resok *ok = &cr->CREATE3res_u.resok;
+	memset(ok, 0, sizeof(*ok)); /* resfail's dir_wcc overlapped obj */
 	struct meta_attr at;
 	if (meta_getattr(r->n->p.meta, r->fileid, &at) == 0) {
 		nfs3_make_fh(r, r->fileid, at.gen, r->fh);
