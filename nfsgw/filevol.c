@@ -216,10 +216,44 @@ static void vol_fence(struct fvol *v)
 		v->jobs--;
 }
 
+static void opened(void *arg, int res);
+
+static void probe_done(struct fv_job *j)
+{
+	struct fvol *v = j->v;
+	int res = j->res;
+	v->jobs--;
+	free(j);
+	opened(v, res == -ENOENT ? -ENOENT : -ENOTCONN);
+}
+
+/* The engine says -ENOENT only when every node answered so; with one down, ask the nodes'
+ * API whether the volume can exist at all (a write to a new file must get -ENOSPC, a read
+ * zeros, not -EIO). */
+static bool probe_missing(struct fvol *v)
+{
+	struct fv_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return false;
+	j->kind = JOB_PROBE;
+	j->v = v;
+	j->done = probe_done;
+	j->replicas = v->fv->replicas;
+	snprintf(j->name, sizeof(j->name), "%s", v->name);
+	v->jobs++;
+	fvh_submit(v->fv, j);
+	return true;
+}
+
 static void opened(void *arg, int res)
 {
 	struct fvol *v = arg;
 	struct filevol *fv = v->fv;
+	if (res == -ENOTCONN && v->e) {
+		v->e = NULL;
+		if (!fv->closing && probe_missing(v))
+			return;
+	}
 	if (res == 0) {
 		v->st = FV_OPEN;
 		v->size = engine_size(v->e);
@@ -259,7 +293,6 @@ static void start_open(struct fvol *v)
 	v->st = FV_OPENING;
 	int r = engine_open(fv->l, &p, &v->e, opened, v);
 	if (r < 0) {
-		fprintf(stderr, "filevol: %s: open failed: %s\n", v->name, strerror(-r));
 		v->e = NULL;
 		v->jobs++;
 		if (loop_defer(fv->l, open_failed_deferred, v) < 0) {

@@ -170,6 +170,30 @@ static void job_list(struct fv_job *j)
 	}
 }
 
+static void job_probe(struct fv_job *j)
+{
+	const struct config *c = &j->fv->cfg;
+	unsigned down = 0;
+	bool found = false;
+	for (unsigned i = 0; i < c->nnodes && !found; i++) {
+		json_t *reply;
+		int st = req(&c->nodes[i], "GET", "/v1/replicas", NULL, FVH_TIMEOUT_MS, &reply);
+		if (st != 200 || !json_is_array(reply)) {
+			down++;
+		} else {
+			size_t k;
+			json_t *x;
+			json_array_foreach(reply, k, x)
+			{
+				const char *nm = json_string_value(json_object_get(x, "volume"));
+				found |= nm && !strcmp(nm, j->name);
+			}
+		}
+		json_decref(reply);
+	}
+	j->res = !found && down < j->replicas ? -ENOENT : -EIO;
+}
+
 static void job_back(void *arg)
 {
 	struct fv_job *j = arg;
@@ -203,6 +227,9 @@ static void *helper(void *arg)
 			break;
 		case JOB_LIST:
 			job_list(j);
+			break;
+		case JOB_PROBE:
+			job_probe(j);
 			break;
 		}
 		/* loop_post only fails without memory; retrying keeps the loop side's count

@@ -74,7 +74,10 @@ struct fvol {
 	uint64_t create_size; /* of the create running */
 };
 
-enum fv_job_kind { JOB_CREATE, JOB_DELETE, JOB_USED, JOB_LIST };
+/* JOB_PROBE: is a volume the engine could not open (some node unreachable) missing? res
+ * -ENOENT when no reachable node has it and fewer than `replicas` nodes are unreachable (so
+ * a volume of that many members would have shown up), else -EIO. */
+enum fv_job_kind { JOB_CREATE, JOB_DELETE, JOB_USED, JOB_LIST, JOB_PROBE };
 
 struct fv_job {
 	struct fv_job *next;
@@ -85,7 +88,7 @@ struct fv_job {
 	void *ctx;
 	char name[STORE_NAME_MAX];
 	uint64_t size;	   /* JOB_CREATE */
-	unsigned replicas; /* JOB_CREATE */
+	unsigned replicas; /* JOB_CREATE, JOB_PROBE */
 	unsigned start;	   /* JOB_CREATE: first node tried; JOB_USED: node asked first */
 	char prefix[STORE_NAME_MAX];
 	/* results */

@@ -442,6 +442,74 @@ static void test_fenced(void **state)
 	fv_close(e, b);
 }
 
+static int api_post_replica(struct env *e, unsigned node, const char *vol, uint64_t size)
+{
+	char body[512];
+	snprintf(body, sizeof(body),
+		 "{\"volume\":\"%s\",\"size\":%llu,\"members\":[\"%s\",\"%s\",\"%s\"]}", vol,
+		 (unsigned long long)size, e->cfg.nodes[0].name, e->cfg.nodes[1].name,
+		 e->cfg.nodes[2].name);
+	struct http_resp r;
+	const struct config_node *n = &e->cfg.nodes[node];
+	assert_int_equal(
+	    http_request(n->host, n->http_port, "POST", "/v1/replicas", body, 5000, &r), 0);
+	int st = r.status;
+	http_resp_free(&r);
+	return st;
+}
+
+/* Created behind our back after we saw it missing (another gateway, or a crash between
+ * create and first use): the create finds it exists and just opens it. */
+static void test_create_finds_existing(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t9", 0);
+	assert_int_equal(fv_check(e, fv, "fv-race", 0, 4096, 0), 0); /* known missing now */
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(api_post_replica(e, i, "fv-race", 2 * GiB), 201);
+	assert_int_equal(fv_write(e, fv, "fv-race", 4096, 4096, 0x99), 0);
+	assert_int_equal(fv_check(e, fv, "fv-race", 4096, 4096, 0x99), 0);
+	uint64_t size = 0;
+	assert_int_equal(api_volume(e, "fv-race", &size, NULL), 200);
+	assert_int_equal(size, 2 * GiB);
+	fv_close(e, fv);
+}
+
+static void kill_node(struct env *e, unsigned i)
+{
+	char p[CONFIG_PATH_MAX + 16];
+	snprintf(p, sizeof(p), "%s/blockd.pid", e->cfg.nodes[i].data);
+	FILE *f = fopen(p, "r");
+	assert_non_null(f);
+	int pid = 0;
+	assert_int_equal(fscanf(f, "%d", &pid), 1);
+	fclose(f);
+	assert_int_equal(kill(pid, SIGKILL), 0);
+}
+
+/* Last: leaves node3 down. Existing volumes keep serving on a majority; a new one cannot
+ * get its 3 replicas. */
+static void test_node_down(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t10", 0);
+	assert_int_equal(fv_write(e, fv, "fv-down", 0, 65536, 0x3c), 0);
+	kill_node(e, 2);
+	assert_int_equal(fv_write(e, fv, "fv-down", 65536, 65536, 0x3d), 0);
+	assert_int_equal(fv_check(e, fv, "fv-down", 0, 65536, 0x3c), 0);
+	assert_int_equal(fv_check(e, fv, "fv-down", 65536, 65536, 0x3d), 0);
+	assert_int_equal(fv_write(e, fv, "fv-new-down", 0, 4096, 1), -ENOSPC);
+	assert_int_equal(fv_check(e, fv, "fv-new-down", 0, 4096, 0), 0);
+	assert_int_equal(fv_check(e, fv, "fv-new-down2", 0, 4096, 0), 0);
+	fv_close(e, fv);
+
+	/* a fresh instance reopens it on the two nodes left */
+	fv = fv_new(e, "gw-t10b", 0);
+	assert_int_equal(fv_check(e, fv, "fv-down", 65536, 65536, 0x3d), 0);
+	assert_int_equal(fv_write(e, fv, "fv-down", 0, 4096, 0x3e), 0);
+	fv_close(e, fv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -454,6 +522,8 @@ int main(void)
 	    cmocka_unit_test(test_open_all),
 	    cmocka_unit_test(test_snapshots),
 	    cmocka_unit_test(test_fenced),
+	    cmocka_unit_test(test_create_finds_existing),
+	    cmocka_unit_test(test_node_down),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
