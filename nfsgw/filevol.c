@@ -205,11 +205,12 @@ static void vol_fence(struct fvol *v)
 {
 	if (v->st != FV_OPEN)
 		return;
-	fprintf(stderr, "filevol: %s: fenced by a newer engine (epoch %llu)\n", v->name,
+	fprintf(stderr, "filevol: %s: fenced by a newer engine (ours had epoch %llu)\n", v->name,
 		(unsigned long long)engine_epoch(v->e));
 	v->st = FV_FENCED;
-	v->pinned = false;
 	q_fail_all(v, -ESTALE);
+	if (v->pinned)
+		return; /* its bdev is in use until filevol_close: it keeps failing -ESTALE */
 	/* Not from inside the engine's own callback. */
 	v->jobs++;
 	if (loop_defer(v->fv->l, fence_close, v) < 0)
@@ -543,6 +544,10 @@ static int open_io(struct fvol *v, struct fvreq *q)
 		r = b.ops->trim(b.ctx, q->off, n, true, 0, engine_done, q);
 		break;
 	case OP_DELETE:
+		if (v->pinned) {
+			req_defer(q, -EBUSY); /* its bdev is in use */
+			return 1;
+		}
 		start_delete(v, q);
 		return 1;
 	case OP_OPEN:
@@ -1014,8 +1019,15 @@ static void check_close(struct filevol *fv)
 	bool busy = fv->jobs_out > 0;
 	for (size_t b = 0; b < fv->tabsz; b++) {
 		for (struct fvol *v = fv->tab[b]; v; v = v->hnext) {
-			if (v->st == FV_OPEN && vol_quiet(v))
+			if (v->st == FV_OPEN && vol_quiet(v)) {
 				start_close(v);
+			} else if (v->st == FV_FENCED && v->e && vol_quiet(v)) {
+				v->jobs++;
+				if (engine_close(v->e, fenced_closed, v) < 0) {
+					v->jobs--;
+					v->e = NULL; /* cannot happen: nothing else runs on it */
+				}
+			}
 			busy |= v->e != NULL || !vol_quiet(v);
 		}
 	}

@@ -438,6 +438,25 @@ static void test_fenced(void **state)
 	assert_int_equal(fv_write(e, a, "fv-fence", 0, 4096, 0x20), -ESTALE);
 	assert_int_equal(fv_write(e, b, "fv-fence", 4096, 4096, 0x30), 0);
 	assert_int_equal(fv_check(e, b, "fv-fence", 0, 4096, 0x10), 0);
+
+	/* a fenced bdev stays valid (failing) until close */
+	struct bdev ba = {0}, bb = {0};
+	struct done d = {0};
+	static char buf[4096];
+	assert_int_equal(filevol_open_bdev(a, "fv-fmeta", 16u << 20, &ba, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(filevol_delete(a, "fv-fmeta", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), -EBUSY);
+	assert_int_equal(ba.ops->write(ba.ctx, 0, 4096, buf, 0, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(filevol_open_bdev(b, "fv-fmeta", 16u << 20, &bb, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	assert_int_equal(ba.ops->write(ba.ctx, 0, 4096, buf, 0, done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), -ESTALE);
+	assert_int_equal(fv_write(e, a, "fv-fmeta", 0, 4096, 1), -ESTALE);
+	run_until(e->l, always, NULL, 0);
+	assert_int_equal(ba.ops->read(ba.ctx, 0, 4096, buf, done_cb, &d), 0);
+	wait_done(e, &d); /* whatever it answers, the engine is still there to answer */
 	fv_close(e, a);
 	fv_close(e, b);
 }
