@@ -82,6 +82,7 @@ test:
 
 bench: all
 	tools/bench/run.sh build
+	tools/bench/nfs.sh build
 
 deps:
 	tools/deps.sh

@@ -12,8 +12,9 @@ NFSGW=$BUILD/nfsgw
 NFS_OPS=$BUILD/tests/nfs_ops
 NFS_LOAD=$BUILD/tests/nfs_load
 GW_NAME=gw
-GW_LOG=$WORK/nfsgw.log
-GW_PIDFILE=$WORK/nfsgw.pid
+# The paths blockctl uses for a cluster's first gateway: `cluster down` stops ours too.
+GW_LOG=$CLUSTER/nfsgw.log
+GW_PIDFILE=$CLUSTER/nfsgw.pid
 GW_PID=
 EXPORT=/vm
 NFS_PORTS="nfsport=2049&mountport=20048"
@@ -48,11 +49,12 @@ nfs_require() {
 
 gw_alive() { [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; }
 
+# GW_ASAN_OPTIONS: the gateway's own ASAN_OPTIONS (e.g. detect_leaks=1 for a clean-exit check).
 gw_start() {
 	log "start nfsgw on $NFS_HOST"
-	"$NFSGW" -c "$BLOCKD_CONF" --gateway "$GW_NAME" >>"$GW_LOG" 2>&1 &
+	ASAN_OPTIONS=${GW_ASAN_OPTIONS:-$ASAN_OPTIONS} \
+		"$NFSGW" -c "$BLOCKD_CONF" --gateway "$GW_NAME" --pidfile "$GW_PIDFILE" >>"$GW_LOG" 2>&1 &
 	GW_PID=$!
-	echo "$GW_PID" >"$GW_PIDFILE"
 }
 
 # Polls until the gateway answers a mount and a READDIRPLUS of the export root (nfs-ls), up
@@ -91,6 +93,13 @@ gw_stop() {
 	[ $rc -eq 0 ] || die "nfsgw exited with status $rc after SIGTERM"
 }
 
+# gw_check_log: no sanitizer report in the gateway's log (ASan, LeakSanitizer, UBSan).
+gw_check_log() {
+	if grep -nE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$GW_LOG"; then
+		die "sanitizer report in the nfsgw log"
+	fi
+}
+
 # nfs_up [--replicas N] [--exports TEXT]: a 3-node cluster and one gateway serving TEXT
 # (default: $EXPORT to every loopback client, rw, no_root_squash).
 nfs_up() {
@@ -109,7 +118,10 @@ nfs_up() {
 		esac
 	done
 	nfs_require
-	cluster_up 3 >/dev/null
+	local base
+	base=$(free_base_port)
+	# Our own gateway section instead of the default one: its own address, exports, replicas.
+	"$BLOCKCTL" cluster up --nodes 3 --dir "$CLUSTER" --base-port "$base" --no-gateway >/dev/null
 	printf '%s\n' "$exports" >"$WORK/exports"
 	cat >>"$BLOCKD_CONF" <<EOF
 
@@ -118,7 +130,7 @@ host = $NFS_HOST
 nfs_port = 2049
 mount_port = 20048
 portmap_port = 111
-http_port = 7400
+http_port = $((base + 1))
 exports = $WORK/exports
 replicas = $replicas
 meta_volume = nfsgw-meta-$GW_NAME

@@ -20,13 +20,13 @@ TARGETS=(${TARGETS:-ganesha nfsgw-1 nfsgw-3})
 STRIDE=$(((1 << 20) + 4096)) # scatters 4k I/O over the image (qemu-img bench has no random mode)
 IMG_SIZE=$((1 << 30))
 NFSGW_HOST=127.0.0.66
+NFSGW_EXPORT=/vm-shared
 NS=nfsbench$$
 WORK=$(mktemp -d /var/tmp/blockd-nfsbench.XXXXXX)
 export BLOCKD_CONF=$WORK/cluster/cluster.conf
 export BLOCKD_BIN=$BUILD/blockd
 BLOCKCTL=$BUILD/blockctl
 NFSGW=$BUILD/nfsgw
-GW_PID=
 NS_UP=0
 
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -36,7 +36,6 @@ die() {
 }
 
 cleanup() {
-	[ -n "$GW_PID" ] && kill -9 "$GW_PID" 2>/dev/null || true
 	[ -f "$BLOCKD_CONF" ] && "$BLOCKCTL" cluster down >/dev/null 2>&1 || true
 	for f in "$WORK/ganesha/ganesha.pid" "$WORK/ganesha/rpcbind.pid"; do
 		[ -s "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
@@ -114,42 +113,27 @@ EOF
 	die "ganesha does not serve"
 }
 
-# A fresh 3-node cluster with one gateway whose file volumes have $1 replicas.
+# A fresh 3-node cluster whose gateway (the one `cluster up` configures, on its own address)
+# gives each file $1 replicas (the cluster's default replica count).
 start_nfsgw() {
 	local replicas=$1
 	[ -f "$BLOCKD_CONF" ] && "$BLOCKCTL" cluster down >/dev/null 2>&1 || true
 	rm -rf "$WORK/cluster"
-	"$BLOCKCTL" cluster up --nodes 3 --dir "$WORK/cluster" --base-port 27400 >/dev/null
-	printf '/bench %s(rw,no_root_squash)\n' "$NFSGW_HOST" >"$WORK/exports"
-	cat >>"$BLOCKD_CONF" <<EOF
-
-[gateway.bench]
-host = $NFSGW_HOST
-nfs_port = 2049
-mount_port = 20048
-portmap_port = 111
-http_port = 27490
-exports = $WORK/exports
-replicas = $replicas
-EOF
-	"$NFSGW" -c "$BLOCKD_CONF" --gateway bench >"$WORK/nfsgw-$replicas.log" 2>&1 &
-	GW_PID=$!
+	NFSGW_BIN=$NFSGW "$BLOCKCTL" cluster up --nodes 3 --dir "$WORK/cluster" --base-port 27400 \
+		--replicas "$replicas" --gateway-host $NFSGW_HOST >"$WORK/up.log" 2>&1 || {
+		cat "$WORK/up.log" >&2
+		die "cluster up failed"
+	}
+	grep -q '^portmap_port = 111' "$BLOCKD_CONF" || die "the gateway has no portmapper on 111"
 	local i
 	for i in $(seq 600); do
-		kill -0 "$GW_PID" 2>/dev/null || {
-			tail -n 20 "$WORK/nfsgw-$replicas.log" >&2
-			die "nfsgw exited"
-		}
-		nfs-ls "nfs://$NFSGW_HOST/bench" >/dev/null 2>&1 && return 0
+		nfs-ls "nfs://$NFSGW_HOST$NFSGW_EXPORT" >/dev/null 2>&1 && return 0
 		sleep 0.1
 	done
 	die "nfsgw does not serve"
 }
 
 stop_nfsgw() {
-	kill "$GW_PID" 2>/dev/null || true
-	wait "$GW_PID" 2>/dev/null || true
-	GW_PID=
 	"$BLOCKCTL" cluster down >/dev/null 2>&1 || true
 }
 
@@ -217,7 +201,7 @@ for t in "${TARGETS[@]}"; do
 		;;
 	nfsgw-*)
 		start_nfsgw "${t#nfsgw-}"
-		measure "$t" "" "nfs://$NFSGW_HOST/bench"
+		measure "$t" "" "nfs://$NFSGW_HOST$NFSGW_EXPORT"
 		stop_nfsgw
 		;;
 	*) die "unknown target $t" ;;
