@@ -379,6 +379,35 @@ static void test_idle_reopen(void **state)
 	fv_close(e, fv);
 }
 
+/* I/O racing the idle close (it lands while the engine is closing or just closed) waits for
+ * the close and reopens; nothing is lost. */
+static void test_idle_race(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t6b", 30);
+	unsigned seed = 7, reopened = 0;
+	uint64_t last_ep = 0;
+	for (int i = 0; i < 40; i++) {
+		const char *vol = i % 2 ? "fv-race-a" : "fv-race-b";
+		uint64_t off = (uint64_t)(i / 2) * 4096;
+		assert_int_equal(fv_write(e, fv, vol, off, 4096, i), 0);
+		if (i % 2) {
+			uint64_t ep = filevol_epoch(fv, vol);
+			reopened += last_ep && ep != last_ep;
+			last_ep = ep;
+		}
+		uint64_t until = loop_now_ms() + rand_r(&seed) % 60;
+		while (loop_now_ms() < until)
+			run_until(e->l, always, NULL, 0);
+	}
+	for (int i = 0; i < 40; i++) {
+		const char *vol = i % 2 ? "fv-race-a" : "fv-race-b";
+		assert_int_equal(fv_check(e, fv, vol, (uint64_t)(i / 2) * 4096, 4096, i), 0);
+	}
+	assert_true(reopened > 0);
+	fv_close(e, fv);
+}
+
 static void test_open_all(void **state)
 {
 	struct env *e = *state;
@@ -538,6 +567,7 @@ int main(void)
 	    cmocka_unit_test(test_flush_zero_delete),
 	    cmocka_unit_test(test_open_bdev),
 	    cmocka_unit_test(test_idle_reopen),
+	    cmocka_unit_test(test_idle_race),
 	    cmocka_unit_test(test_open_all),
 	    cmocka_unit_test(test_snapshots),
 	    cmocka_unit_test(test_fenced),
