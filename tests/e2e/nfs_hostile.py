@@ -3,6 +3,7 @@
 
   nfs_hostile.py --host H [--export /vm] CASE      run one case; exit 0 when it passed
   nfs_hostile.py --host H list                     the case names
+  nfs_hostile.py --host H mnt-status|mnt-fh --path P | getattr-status --fh HEX  (probes)
 
 Every hostile case opens a well-behaved "bystander" connection first and makes a NULL call on
 it after the hostile action: other connections must be unaffected. A case passes when the
@@ -500,6 +501,32 @@ def case_garbage(a):
     bystander_ok(by)
 
 
+# ---- probes for the refusal test (not hostile cases): print one value, exit 0
+
+def probe_mnt_status(a):
+    """MNT of --path: prints the mountstat3 (0 ok, 13 ACCES, 2 NOENT...)."""
+    c = Conn(a.host, MOUNT)
+    r = c.call(MOUNT, 3, 1, opaque(a.path.encode()))
+    expect_accept(r, SUCCESS, "MNT " + a.path)
+    print(struct.unpack(">I", r.body[:4])[0])
+
+
+def probe_mnt_fh(a):
+    """MNT of --path: prints the handle in hex."""
+    print(mnt(a.host, a.path).hex())
+
+
+def probe_getattr_status(a):
+    """GETATTR of the handle --fh (hex): prints the nfsstat3."""
+    c = Conn(a.host, NFS)
+    r = c.call(NFS, 3, 1, opaque(bytes.fromhex(a.fh)))
+    expect_accept(r, SUCCESS, "GETATTR")
+    print(struct.unpack(">I", r.body[:4])[0])
+
+
+PROBES = {"mnt-status": probe_mnt_status, "mnt-fh": probe_mnt_fh,
+          "getattr-status": probe_getattr_status}
+
 CASES = {name[5:].replace("_", "-"): fn for name, fn in globals().items()
          if name.startswith("case_")}
 
@@ -508,8 +535,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", required=True)
     ap.add_argument("--export", default="/vm")
+    ap.add_argument("--path")
+    ap.add_argument("--fh")
     ap.add_argument("case")
     a = ap.parse_args()
+    if a.case in PROBES:
+        PROBES[a.case](a)
+        return
     if a.case == "list":
         print("\n".join(n for n in CASES if n != "pmap-dump"))
         return
