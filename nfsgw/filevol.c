@@ -444,9 +444,13 @@ static void delete_done(struct fv_job *j)
 	else if (res != -ENOENT)
 		fprintf(stderr, "filevol: %s: delete failed: %s\n", v->name, strerror(-res));
 	free(j);
-	v->st = FV_MISSING;
-	v->used = 0;
-	v->used_at = loop_now_ms();
+	if (res == 0 || res == -ENOENT) {
+		v->st = FV_MISSING;
+		v->used = 0;
+		v->used_at = loop_now_ms();
+	} else {
+		v->st = FV_CLOSED; /* still there: the next use reopens it */
+	}
 	req_defer(q, res);
 	vol_run(v);
 	check_close(v->fv);
