@@ -47,6 +47,11 @@ void nfs3_fattr(struct nfs3 *n, const struct meta_attr *a, fattr3 *out)
 		out->used = filevol_used(n->p.fv, vol);
 	} else if (a->type == META_DIR) {
 		out->used = 4096;
+	} else if (a->type == META_LNK && a->size == 0 && n) {
+		/* A symlink's size is its target's length (lstat, readlink buffer sizing). */
+		char t[META_SYMLINK_MAX + 1];
+		if (meta_readlink(n->p.meta, a->fileid, t, sizeof(t)) == 0)
+			out->size = strlen(t);
 	}
 	out->rdev.specdata1 = a->rdev_major;
 	out->rdev.specdata2 = a->rdev_minor;
