@@ -1,0 +1,539 @@
+/*
+ * test_gateway: whole gateways (gateway_start/stop) against a real 3-node cluster of blockd
+ * processes (`blockctl cluster up --no-gateway`, $BUILD or build-san), on 127.0.0.47 and
+ * 127.0.0.48 with their own portmappers: start-up refusals, MNT and a libnfs mount through
+ * the portmapper, status JSON, export add/rm (directory created, exports file rewritten),
+ * handles that survive a restart, and fencing of a gateway by a newer one.
+ *
+ * The loop runs on its own thread; the test thread drives gateways with loop_call_wait.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nfsc/libnfs.h>
+#include <nfsc/libnfs-raw.h>
+#include <nfsc/libnfs-raw-mount.h>
+
+#include "blockd/config.h"
+#include "nfsgw/gateway.h"
+#include "nfsgw/nfs3.h"
+#include "replica/loop.h"
+
+#define HOST_A "127.0.0.47"
+#define HOST_B "127.0.0.48"
+
+struct env {
+	char dir[64];
+	char build[1024];
+	char conf[128];
+	char exports[128];
+	struct config cfg;
+	struct loop *l;
+	pthread_t thread;
+};
+
+static struct env *E;
+
+static void *loop_thread(void *arg)
+{
+	loop_run(arg);
+	return NULL;
+}
+
+static void stop_fn(void *arg)
+{
+	loop_stop(arg);
+}
+
+static void cluster_down(struct env *e)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "'%s/blockctl' -c '%s' cluster down >/dev/null 2>&1", e->build,
+		 e->conf);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cluster down failed\n");
+	for (unsigned i = 0; i < e->cfg.nnodes; i++) {
+		char p[CONFIG_PATH_MAX + 16];
+		snprintf(p, sizeof(p), "%s/blockd.pid", e->cfg.nodes[i].data);
+		FILE *f = fopen(p, "r");
+		int pid = 0;
+		if (f) {
+			if (fscanf(f, "%d", &pid) == 1 && pid > 0)
+				kill(pid, SIGKILL);
+			fclose(f);
+		}
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "rm %s failed\n", e->dir);
+}
+
+static void add_gateway(struct env *e, const char *name, const char *host)
+{
+	struct config_gateway *g = &e->cfg.gateways[e->cfg.ngateways++];
+	memset(g, 0, sizeof(*g));
+	snprintf(g->name, sizeof(g->name), "%s", name);
+	snprintf(g->host, sizeof(g->host), "%s", host);
+	g->nfs_port = 2049;
+	g->mount_port = 20048;
+	g->portmap_port = 111;
+	g->replicas = 2;
+	snprintf(g->exports, sizeof(g->exports), "%s", e->exports);
+	snprintf(g->meta_volume, sizeof(g->meta_volume), "gwtest-meta");
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	struct env *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -1;
+	const char *b = getenv("BUILD");
+	snprintf(e->build, sizeof(e->build), "%s", b && *b ? b : "build-san");
+	strcpy(e->dir, "/tmp/test_gateway.XXXXXX");
+	if (!mkdtemp(e->dir))
+		return -1;
+	snprintf(e->conf, sizeof(e->conf), "%s/cluster.conf", e->dir);
+	snprintf(e->exports, sizeof(e->exports), "%s/exports", e->dir);
+	unsigned base = 23600 + (unsigned)(getpid() % 4) * 50;
+	char cmd[4096];
+	snprintf(cmd, sizeof(cmd),
+		 "BLOCKD_BIN='%s/blockd' ASAN_OPTIONS=detect_leaks=0 '%s/blockctl' cluster up "
+		 "--nodes 3 --no-gateway --dir '%s' --base-port %u >/dev/null",
+		 e->build, e->build, e->dir, base);
+	int r = system(cmd);
+	char err[256] = "";
+	if (r == 0)
+		r = config_load(e->conf, &e->cfg, err, sizeof(err));
+	if (r == 0)
+		r = loop_new(&e->l);
+	if (r == 0)
+		r = pthread_create(&e->thread, NULL, loop_thread, e->l);
+	if (r != 0) {
+		fprintf(stderr, "setup failed (%d) %s\n", r, err);
+		cluster_down(e);
+		free(e);
+		return -1;
+	}
+	e->cfg.ngateways = 0;
+	add_gateway(e, "gwa", HOST_A);
+	add_gateway(e, "gwb", HOST_B);
+	E = e;
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	struct env *e = E;
+	loop_post(e->l, stop_fn, e->l);
+	pthread_join(e->thread, NULL);
+	loop_free(e->l);
+	cluster_down(e);
+	free(e);
+	return 0;
+}
+
+/* ---- gateways driven from the test thread ---- */
+
+struct gw {
+	const char *name;
+	struct gateway *g;
+	struct loop_waiter *w;
+	atomic_bool fenced;
+	/* export add/rm */
+	const char *line, *path;
+	char err[256];
+	bool in_call, done;
+	int res;
+	json_t *status;
+};
+
+static void gw_cb(void *arg, int res)
+{
+	struct gw *x = arg;
+	x->done = true;
+	x->res = res;
+	if (!x->in_call)
+		loop_done(x->w, res);
+}
+
+static void gw_on_fenced(void *arg)
+{
+	struct gw *x = arg;
+	atomic_store(&x->fenced, true);
+}
+
+static void start_fn(void *arg, struct loop_waiter *w)
+{
+	struct gw *x = arg;
+	x->w = w;
+	x->done = false;
+	const struct gateway_params p = {
+	    .l = E->l, .cluster = &E->cfg, .name = x->name, .on_fenced = gw_on_fenced, .arg = x};
+	x->in_call = true;
+	int r = gateway_start(&p, &x->g, gw_cb, x);
+	x->in_call = false;
+	if (x->done)
+		loop_done(w, x->res);
+	else if (r)
+		loop_done(w, r);
+}
+
+/* Gateways a failed test left running, stopped by the test teardown. */
+static struct gw *live[4];
+
+static void track(struct gw *x, bool on)
+{
+	for (size_t i = 0; i < 4; i++) {
+		if (on && !live[i]) {
+			live[i] = x;
+			return;
+		}
+		if (!on && live[i] == x) {
+			live[i] = NULL;
+			return;
+		}
+	}
+}
+
+static int gw_start(struct gw *x, const char *name)
+{
+	memset(x, 0, sizeof(*x));
+	x->name = name;
+	int r = loop_call_wait(E->l, start_fn, x);
+	if (r)
+		x->g = NULL;
+	else
+		track(x, true);
+	return r;
+}
+
+static void stop_fn2(void *arg, struct loop_waiter *w)
+{
+	struct gw *x = arg;
+	x->w = w;
+	x->done = false;
+	x->in_call = true;
+	int r = gateway_stop(x->g, gw_cb, x);
+	x->in_call = false;
+	if (x->done)
+		loop_done(w, x->res);
+	else if (r)
+		loop_done(w, r);
+}
+
+static int gw_stop(struct gw *x)
+{
+	int r = loop_call_wait(E->l, stop_fn2, x);
+	x->g = NULL;
+	track(x, false);
+	return r;
+}
+
+static void change_fn(void *arg, struct loop_waiter *w)
+{
+	struct gw *x = arg;
+	x->w = w;
+	x->done = false;
+	x->in_call = true;
+	int r = x->line ? gateway_export_add(x->g, x->line, x->err, sizeof(x->err), gw_cb, x)
+			: gateway_export_rm(x->g, x->path, gw_cb, x);
+	x->in_call = false;
+	if (x->done)
+		loop_done(w, x->res);
+	else if (r)
+		loop_done(w, r);
+}
+
+static int gw_add(struct gw *x, const char *line)
+{
+	x->line = line;
+	x->path = NULL;
+	x->err[0] = 0;
+	return loop_call_wait(E->l, change_fn, x);
+}
+
+static int gw_rm(struct gw *x, const char *path)
+{
+	x->line = NULL;
+	x->path = path;
+	return loop_call_wait(E->l, change_fn, x);
+}
+
+static void status_fn(void *arg)
+{
+	struct gw *x = arg;
+	x->status = gateway_status(x->g);
+}
+
+static json_t *gw_status(struct gw *x)
+{
+	assert_int_equal(loop_call(E->l, status_fn, x), 0);
+	assert_non_null(x->status);
+	json_t *s = x->status;
+	x->status = NULL;
+	return s;
+}
+
+/* ---- a raw MOUNT client ---- */
+
+struct cli {
+	struct rpc_context *rpc;
+	bool done;
+	int status, mnt;
+	uint8_t fh[64];
+	uint32_t fh_len;
+};
+
+static void cli_wait(struct cli *c)
+{
+	uint64_t deadline = loop_now_ms() + 10000;
+	while (!c->done) {
+		assert_true(loop_now_ms() < deadline);
+		struct pollfd p = {.fd = rpc_get_fd(c->rpc),
+				   .events = (short)rpc_which_events(c->rpc)};
+		int n = poll(&p, 1, 100);
+		assert_true(n >= 0);
+		assert_int_equal(rpc_service(c->rpc, n > 0 ? p.revents : 0), 0);
+	}
+	c->done = false;
+}
+
+static void cli_cb(struct rpc_context *rpc, int status, void *data, void *priv)
+{
+	(void)rpc;
+	struct cli *c = priv;
+	c->status = status;
+	c->done = true;
+	if (status != RPC_STATUS_SUCCESS || !data)
+		return;
+	mountres3 *res = data;
+	c->mnt = res->fhs_status;
+	c->fh_len = 0;
+	if (res->fhs_status == MNT3_OK && res->mountres3_u.mountinfo.fhandle.fhandle3_len <= 64) {
+		c->fh_len = res->mountres3_u.mountinfo.fhandle.fhandle3_len;
+		memcpy(c->fh, res->mountres3_u.mountinfo.fhandle.fhandle3_val, c->fh_len);
+	}
+}
+
+static void connect_cb(struct rpc_context *rpc, int status, void *data, void *priv)
+{
+	(void)rpc;
+	(void)data;
+	struct cli *c = priv;
+	c->status = status;
+	c->done = true;
+}
+
+/* MNT3 of path at host:20048; returns the mount status, the handle in c. */
+static int mnt(struct cli *c, const char *host, const char *path)
+{
+	memset(c, 0, sizeof(*c));
+	c->rpc = rpc_init_context();
+	assert_non_null(c->rpc);
+	assert_int_equal(rpc_connect_async(c->rpc, host, 20048, connect_cb, c), 0);
+	cli_wait(c);
+	assert_int_equal(c->status, RPC_STATUS_SUCCESS);
+	assert_int_equal(rpc_mount3_mnt_async(c->rpc, cli_cb, (char *)path, c), 0);
+	cli_wait(c);
+	assert_int_equal(c->status, RPC_STATUS_SUCCESS);
+	rpc_destroy_context(c->rpc);
+	c->rpc = NULL;
+	return c->mnt;
+}
+
+/* ---- tests ---- */
+
+static void test_start_refused(void **state)
+{
+	(void)state;
+	struct gw x;
+	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	/* No such section. */
+	assert_int_equal(gw_start(&x, "nope"), -ENOENT);
+	/* A bad exports file. */
+	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,bogus)\n");
+	assert_int_equal(gw_start(&x, "gwa"), -EINVAL);
+	/* The MOUNT port taken: refused before the meta volume is touched. */
+	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(20048)};
+	inet_pton(AF_INET, HOST_A, &a.sin_addr);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(fd, 1), 0);
+	assert_int_equal(gw_start(&x, "gwa"), -EADDRINUSE);
+	close(fd);
+}
+
+static void test_serve(void **state)
+{
+	(void)state;
+	struct gw x;
+	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n"
+			       "/deep/er/dir 127.0.0.0/8(ro)\n/others 10.0.0.0/8(rw)\n");
+	assert_int_equal(gw_start(&x, "gwa"), 0);
+
+	json_t *s = gw_status(&x);
+	assert_string_equal(json_string_value(json_object_get(s, "gateway")), "gwa");
+	assert_string_equal(json_string_value(json_object_get(s, "portmap")), "own");
+	assert_int_equal(json_integer_value(json_object_get(s, "nfs_port")), 2049);
+	assert_true(json_integer_value(json_object_get(s, "epoch")) > 0);
+	assert_int_equal(strlen(json_string_value(json_object_get(s, "fsid"))), 32);
+	json_t *exps = json_object_get(s, "exports");
+	assert_int_equal(json_array_size(exps), 3);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(exps, 0), "url")),
+			    "nfs://" HOST_A "/vm-shared");
+	json_decref(s);
+
+	struct cli c;
+	assert_int_equal(mnt(&c, HOST_A, "/vm-shared"), MNT3_OK);
+	assert_int_equal(c.fh_len, NFS3_FH_LEN);
+	uint32_t eid;
+	uint64_t fsid8, fileid, gen;
+	assert_int_equal(nfs3_fh_decode(c.fh, c.fh_len, &eid, &fsid8, &fileid, &gen), 0);
+	assert_int_not_equal(fileid, META_ROOT);
+	/* Export directories are created, nested ones too. */
+	assert_int_equal(mnt(&c, HOST_A, "/deep/er/dir"), MNT3_OK);
+	assert_int_equal(mnt(&c, HOST_A, "/deep/er"), MNT3ERR_ACCES);
+	assert_int_equal(mnt(&c, HOST_A, "/others"), MNT3ERR_ACCES);
+	assert_int_equal(mnt(&c, HOST_A, "/vm-shared/nothing"), MNT3ERR_NOENT);
+
+	/* A whole libnfs mount (MOUNT, NFS FSINFO/GETATTR; ports named in the URL so this does
+	 * not depend on the portmapper), then a directory. */
+	struct nfs_context *nfs = nfs_init_context();
+	assert_non_null(nfs);
+	struct nfs_url *url =
+	    nfs_parse_url_dir(nfs, "nfs://" HOST_A "/vm-shared?nfsport=2049&mountport=20048");
+	assert_non_null(url);
+	int r = nfs_mount(nfs, url->server, url->path);
+	nfs_destroy_url(url);
+	if (r)
+		fail_msg("nfs_mount: %s", nfs_get_error(nfs));
+	r = nfs_mkdir(nfs, "/sub");
+	if (r && r != -EEXIST)
+		fail_msg("nfs_mkdir: %s", nfs_get_error(nfs));
+	struct nfs_stat_64 st;
+	assert_int_equal(nfs_stat64(nfs, "/sub", &st), 0);
+	nfs_destroy_context(nfs);
+	assert_int_equal(mnt(&c, HOST_A, "/vm-shared/sub"), MNT3_OK);
+
+	s = gw_status(&x);
+	json_t *clients = json_object_get(s, "clients");
+	assert_true(json_array_size(clients) >= 1);
+	json_decref(s);
+
+	/* Export add: the directory appears, the file is rewritten; rm refuses MNT again. */
+	assert_int_equal(gw_add(&x, "/added 127.0.0.1(rw)"), 0);
+	assert_int_equal(mnt(&c, HOST_A, "/added"), MNT3_OK);
+	char text[4096] = "";
+	FILE *f = fopen(E->exports, "r");
+	assert_non_null(f);
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = 0;
+	fclose(f);
+	assert_non_null(strstr(text, "/added 127.0.0.1(rw,"));
+	assert_non_null(strstr(text, "/vm-shared 127.0.0.0/8(rw,no_root_squash"));
+	assert_int_equal(gw_add(&x, "/bad *(nope)"), -EINVAL);
+	assert_non_null(strstr(x.err, "unknown option 'nope'"));
+	assert_int_equal(gw_add(&x, "/two *\n/three *\n"), -EINVAL);
+	assert_int_equal(gw_rm(&x, "/added/"), 0);
+	assert_int_equal(mnt(&c, HOST_A, "/added"), MNT3ERR_ACCES);
+	assert_int_equal(gw_rm(&x, "/added"), -ENOENT);
+
+	assert_int_equal(gw_stop(&x), 0);
+	/* The listeners are gone. */
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(20048)};
+	inet_pton(AF_INET, HOST_A, &a.sin_addr);
+	assert_int_not_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	close(fd);
+}
+
+static void test_restart_keeps_handles(void **state)
+{
+	(void)state;
+	struct gw x;
+	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	assert_int_equal(gw_start(&x, "gwa"), 0);
+	struct cli c1, c2;
+	assert_int_equal(mnt(&c1, HOST_A, "/vm-shared"), MNT3_OK);
+	assert_int_equal(gw_stop(&x), 0);
+	/* Another gateway (other address) over the same meta volume: same handle. */
+	assert_int_equal(gw_start(&x, "gwb"), 0);
+	assert_int_equal(mnt(&c2, HOST_B, "/vm-shared"), MNT3_OK);
+	assert_int_equal(c1.fh_len, c2.fh_len);
+	assert_memory_equal(c1.fh, c2.fh, c1.fh_len);
+	assert_int_equal(gw_stop(&x), 0);
+}
+
+static void test_fencing(void **state)
+{
+	(void)state;
+	struct gw a, b;
+	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	assert_int_equal(gw_start(&a, "gwa"), 0);
+	struct cli c;
+	assert_int_equal(mnt(&c, HOST_A, "/vm-shared"), MNT3_OK);
+	assert_false(atomic_load(&a.fenced));
+	/* B opens the meta volume with a newer epoch: A notices within a few checks. */
+	assert_int_equal(gw_start(&b, "gwb"), 0);
+	uint64_t deadline = loop_now_ms() + 15000;
+	while (!atomic_load(&a.fenced) && loop_now_ms() < deadline)
+		usleep(20000);
+	assert_true(atomic_load(&a.fenced));
+	/* A no longer answers; B does. */
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(20048)};
+	inet_pton(AF_INET, HOST_A, &sa.sin_addr);
+	assert_int_not_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(fd);
+	assert_int_equal(mnt(&c, HOST_B, "/vm-shared"), MNT3_OK);
+	assert_int_equal(gw_stop(&a), 0);
+	assert_int_equal(gw_stop(&b), 0);
+}
+
+static int test_teardown(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < 4; i++)
+		if (live[i])
+			gw_stop(live[i]);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_start_refused, test_teardown),
+	    cmocka_unit_test_teardown(test_serve, test_teardown),
+	    cmocka_unit_test_teardown(test_restart_keeps_handles, test_teardown),
+	    cmocka_unit_test_teardown(test_fencing, test_teardown),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
