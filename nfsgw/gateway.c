@@ -306,6 +306,7 @@ static void on_meta(void *arg, int res)
 {
 	struct gateway *g = arg;
 	if (res) {
+		g->meta = NULL; /* a meta whose open failed has freed itself */
 		fail(g, res, "meta volume %s: cannot load the metadata: %s", g->cfg.meta_volume,
 		     strerror(-res));
 		return;
