@@ -1,0 +1,58 @@
+/*
+ * rpc_int: what rpc.c (sockets, record marking, queues) and rpc_msg.c (call headers, reply
+ * encoding, argument decoding) share. Private to the RPC transport.
+ */
+#ifndef BLOCKD_NFSGW_RPC_INT_H
+#define BLOCKD_NFSGW_RPC_INT_H
+
+#include "nfsgw/rpc.h"
+
+#define RPC_MAX_AUTH 400u /* RFC 5531 opaque_auth body bound */
+#define RPC_MAX_PROGRAMS 8
+/* Zeroed bytes after every record so a fixed-size opaque codec that runs off the end reads
+ * our zeros, never a neighbour's memory (the read is then rejected by the position check). */
+#define RPC_REC_SLACK 256u
+
+struct rpc_conn;
+
+/* One encoded reply waiting to be sent: hdr (record mark included), then data, then pad. */
+struct rpc_out {
+	struct rpc_out *next;
+	uint32_t hdr_len;
+	uint32_t data_len;
+	uint32_t pad;
+	const void *data;
+	void (*release)(void *arg);
+	void *release_arg;
+	uint8_t hdr[];
+};
+
+/* The transport's per-call state; the public rpc_call is its first member. */
+struct rpc_callx {
+	struct rpc_call call;
+	struct rpc_conn *conn;
+	uint8_t *rec; /* the whole record, RPC_REC_SLACK zeroed bytes after rec_len */
+	uint32_t rec_len;
+	uint32_t low, high; /* for PROG_MISMATCH */
+	bool zdr_live;
+	ZDR zdr; /* owns what the argument codec allocated */
+};
+
+enum rpc_parse {
+	RPC_PARSE_OK,	   /* dispatch it */
+	RPC_PARSE_CLOSE,   /* not a call we can answer: close the connection */
+	RPC_PARSE_RPCVERS, /* answer RPC_MISMATCH */
+	RPC_PARSE_BADCRED, /* answer AUTH_ERROR/AUTH_BADCRED */
+};
+
+/* Decodes the call header of x->rec into x->call (xid, prog, vers, proc, cred, args). */
+enum rpc_parse rpc_parse_call(struct rpc_callx *x);
+
+/* Whether the call's connection is gone (its reply would be dropped). */
+bool rpc_conn_dead(const struct rpc_conn *conn);
+/* Finishes the call: queues out (may be NULL: nothing to send) and frees x. */
+void rpc_finish(struct rpc_callx *x, struct rpc_out *out);
+/* Denied reply for a call the transport refuses itself. */
+void rpc_reply_rpcvers(struct rpc_call *c);
+
+#endif

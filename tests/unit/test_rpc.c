@@ -1,0 +1,802 @@
+/*
+ * test_rpc: the RPC transport (nfsgw/rpc.h) over real loopback sockets. The server runs its
+ * loop on a thread; the test is a blocking client that builds records by hand. Test program
+ * 400000 v1-2: 0 NULL, 1 echo opaque, 2 reply after N ms, 3 reply with N data bytes (zero
+ * copy), 4 like 3 but after N ms, 5 echo credentials, 6 decode {opaque, uint} (bad lengths).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "nfsgw/rpc.h"
+
+#define HOST "127.0.0.31"
+#define TPROG 400000u
+
+struct echo {
+	char *val;
+	uint32_t len;
+};
+
+static uint32_t zdr_echo(ZDR *z, void *p, ...)
+{
+	struct echo *e = p;
+	return zdr_bytes(z, &e->val, &e->len, 4u << 20);
+}
+
+static uint32_t zdr_u32(ZDR *z, void *p, ...)
+{
+	return zdr_u_int(z, p);
+}
+
+struct pair {
+	char *val;
+	uint32_t len;
+	uint32_t n;
+};
+
+static uint32_t zdr_pair(ZDR *z, void *p, ...)
+{
+	struct pair *e = p;
+	return zdr_bytes(z, &e->val, &e->len, 64) && zdr_u_int(z, &e->n);
+}
+
+struct credres {
+	struct rpc_cred *cr;
+};
+
+static uint32_t zdr_cred(ZDR *z, void *p, ...)
+{
+	struct rpc_cred *cr = ((struct credres *)p)->cr;
+	char *m = cr->machine;
+	if (!zdr_u_int(z, &cr->flavor) || !zdr_u_int(z, &cr->uid) || !zdr_u_int(z, &cr->gid) ||
+	    !zdr_u_int(z, &cr->ngids))
+		return 0;
+	for (uint32_t i = 0; i < cr->ngids; i++)
+		if (!zdr_u_int(z, &cr->gids[i]))
+			return 0;
+	return zdr_string(z, &m, 255);
+}
+
+struct env {
+	struct loop *l;
+	struct rpc_server *s;
+	pthread_t th;
+	uint16_t port;
+	uint8_t data[4u << 20];
+	int released, finished, dispatched; /* atomics */
+};
+
+struct later {
+	struct env *e;
+	struct rpc_call *c;
+	uint32_t n;
+	bool data;
+};
+
+static void data_release(void *arg)
+{
+	struct env *e = arg;
+	__atomic_add_fetch(&e->released, 1, __ATOMIC_SEQ_CST);
+}
+
+static void later_fire(void *arg)
+{
+	struct later *lt = arg;
+	struct env *e = lt->e;
+	if (lt->data)
+		rpc_reply_data(lt->c, zdr_u32, &lt->n, e->data, lt->n, data_release, e);
+	else
+		rpc_reply(lt->c, zdr_u32, &lt->n);
+	__atomic_add_fetch(&e->finished, 1, __ATOMIC_SEQ_CST);
+	free(lt);
+}
+
+static void tprog(void *ctx, struct rpc_call *c)
+{
+	struct env *e = ctx;
+	__atomic_add_fetch(&e->dispatched, 1, __ATOMIC_SEQ_CST);
+	switch (c->proc) {
+	case 0:
+		rpc_reply(c, NULL, NULL);
+		return;
+	case 1: {
+		struct echo a;
+		if (rpc_decode_args(c, zdr_echo, &a, sizeof(a)) < 0) {
+			rpc_reply_accept(c, RPC_GARBAGE_ARGS);
+			return;
+		}
+		/* opaque data points into c->args, which lives until the reply */
+		rpc_args_free(c, zdr_echo, &a);
+		rpc_reply(c, zdr_echo, &a);
+		return;
+	}
+	case 2:
+	case 4: {
+		uint32_t n;
+		if (rpc_decode_args(c, zdr_u32, &n, sizeof(n)) < 0) {
+			rpc_reply_accept(c, RPC_GARBAGE_ARGS);
+			return;
+		}
+		rpc_args_free(c, zdr_u32, &n);
+		struct later *lt = calloc(1, sizeof(*lt));
+		assert_non_null(lt);
+		*lt =
+		    (struct later){.e = e, .c = c, .n = c->proc == 4 ? 8 : n, .data = c->proc == 4};
+		loop_timer_add(e->l, n, later_fire, lt, NULL);
+		return;
+	}
+	case 3: {
+		uint32_t n;
+		if (rpc_decode_args(c, zdr_u32, &n, sizeof(n)) < 0 || n > sizeof(e->data)) {
+			rpc_reply_accept(c, RPC_GARBAGE_ARGS);
+			return;
+		}
+		rpc_args_free(c, zdr_u32, &n);
+		rpc_reply_data(c, zdr_u32, &n, e->data, n, data_release, e);
+		return;
+	}
+	case 5: {
+		struct credres r = {.cr = &c->cred};
+		rpc_reply(c, zdr_cred, &r);
+		return;
+	}
+	case 6: {
+		struct pair a;
+		if (rpc_decode_args(c, zdr_pair, &a, sizeof(a)) < 0) {
+			rpc_reply_accept(c, RPC_GARBAGE_ARGS);
+			return;
+		}
+		rpc_args_free(c, zdr_pair, &a);
+		rpc_reply(c, zdr_u32, &a.n);
+		return;
+	}
+	default:
+		rpc_reply_accept(c, RPC_PROC_UNAVAIL);
+	}
+}
+
+static void *loop_thread(void *arg)
+{
+	struct env *e = arg;
+	loop_run(e->l);
+	return NULL;
+}
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	assert_non_null(e);
+	for (size_t i = 0; i < sizeof(e->data); i++)
+		e->data[i] = (uint8_t)(i * 7 + 3);
+	assert_int_equal(loop_new(&e->l), 0);
+	assert_int_equal(rpc_server_new(e->l, &e->s), 0);
+	struct rpc_program p = {
+	    .prog = TPROG, .vers_low = 1, .vers_high = 2, .dispatch = tprog, .ctx = e};
+	assert_int_equal(rpc_server_add_program(e->s, &p), 0);
+	assert_int_equal(rpc_server_listen(e->s, HOST, 0, &e->port), 0);
+	assert_true(e->port > 0);
+	assert_int_equal(pthread_create(&e->th, NULL, loop_thread, e), 0);
+	*state = e;
+	return 0;
+}
+
+static void stop_fn(void *arg)
+{
+	struct env *e = arg;
+	rpc_server_free(e->s);
+	loop_stop(e->l);
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+	loop_post(e->l, stop_fn, e);
+	pthread_join(e->th, NULL);
+	loop_free(e->l);
+	free(e);
+	return 0;
+}
+
+/* ---- client side ---- */
+
+static int cl_connect(struct env *e)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	inet_pton(AF_INET, HOST, &sin.sin_addr);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	struct timeval tv = {.tv_sec = 5};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+struct buf {
+	uint8_t *p;
+	uint32_t len, cap;
+};
+
+static void put(struct buf *b, uint32_t v)
+{
+	if (b->len + 4 > b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 256;
+		b->p = realloc(b->p, b->cap);
+		assert_non_null(b->p);
+	}
+	uint32_t be = htonl(v);
+	memcpy(b->p + b->len, &be, 4);
+	b->len += 4;
+}
+
+static void putbytes(struct buf *b, const void *d, uint32_t n)
+{
+	put(b, n);
+	while (b->len + n + 4 > b->cap) {
+		b->cap *= 2;
+		b->p = realloc(b->p, b->cap);
+		assert_non_null(b->p);
+	}
+	memcpy(b->p + b->len, d, n);
+	b->len += n;
+	while (b->len & 3)
+		b->p[b->len++] = 0;
+}
+
+/* Call header with AUTH_NONE (flavor 0) or the given cred body. */
+static void call_hdr(struct buf *b, uint32_t xid, uint32_t rpcvers, uint32_t prog, uint32_t vers,
+		     uint32_t proc, uint32_t flavor, const struct buf *cred)
+{
+	put(b, xid);
+	put(b, 0);
+	put(b, rpcvers);
+	put(b, prog);
+	put(b, vers);
+	put(b, proc);
+	put(b, flavor);
+	if (cred)
+		putbytes(b, cred->p, cred->len);
+	else
+		put(b, 0);
+	put(b, 0);
+	put(b, 0);
+}
+
+static void writeall(int fd, const void *p, size_t n)
+{
+	const uint8_t *q = p;
+	while (n > 0) {
+		ssize_t w = send(fd, q, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		assert_true(w > 0);
+		q += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Sends b as one record in nfrag fragments. */
+static void send_rec(int fd, const struct buf *b, uint32_t nfrag)
+{
+	uint32_t off = 0;
+	for (uint32_t i = 0; i < nfrag; i++) {
+		uint32_t n = i + 1 == nfrag ? b->len - off : b->len / nfrag;
+		uint32_t mark = htonl(n | (i + 1 == nfrag ? 0x80000000u : 0));
+		writeall(fd, &mark, 4);
+		writeall(fd, b->p + off, n);
+		off += n;
+	}
+}
+
+static int readall(int fd, void *p, size_t n)
+{
+	uint8_t *q = p;
+	while (n > 0) {
+		ssize_t r = recv(fd, q, n, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		q += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Receives one record (reassembled); -1 on EOF/timeout. */
+static int recv_rec(int fd, struct buf *b)
+{
+	b->len = 0;
+	for (;;) {
+		uint32_t mark;
+		if (readall(fd, &mark, 4) < 0)
+			return -1;
+		mark = ntohl(mark);
+		uint32_t n = mark & 0x7fffffffu;
+		if (b->len + n > b->cap) {
+			b->cap = b->len + n;
+			b->p = realloc(b->p, b->cap);
+		}
+		if (readall(fd, b->p + b->len, n) < 0)
+			return -1;
+		b->len += n;
+		if (mark >> 31)
+			return 0;
+	}
+}
+
+static uint32_t word(const struct buf *b, uint32_t i)
+{
+	assert_true(4 * i + 4 <= b->len);
+	uint32_t v;
+	memcpy(&v, b->p + 4 * i, 4);
+	return ntohl(v);
+}
+
+/* For an accepted SUCCESS reply: index of the first body word. */
+static uint32_t expect_success(const struct buf *r, uint32_t xid)
+{
+	assert_int_equal(word(r, 0), xid);
+	assert_int_equal(word(r, 1), 1);
+	assert_int_equal(word(r, 2), 0); /* MSG_ACCEPTED */
+	assert_int_equal(word(r, 5), 0); /* SUCCESS */
+	return 6;
+}
+
+static bool closed_by_server(int fd)
+{
+	uint8_t c;
+	ssize_t r;
+	while ((r = recv(fd, &c, 1, 0)) < 0 && errno == EINTR)
+		;
+	return r == 0;
+}
+
+static void simple_call(int fd, uint32_t xid, uint32_t prog, uint32_t vers, uint32_t proc,
+			struct buf *reply)
+{
+	struct buf b = {0};
+	call_hdr(&b, xid, 2, prog, vers, proc, 0, NULL);
+	send_rec(fd, &b, 1);
+	free(b.p);
+	assert_int_equal(recv_rec(fd, reply), 0);
+}
+
+/* ---- tests ---- */
+
+static void test_null_and_echo(void **state)
+{
+	struct env *e = *state;
+	int fd = cl_connect(e);
+	struct buf r = {0}, b = {0};
+	simple_call(fd, 7, TPROG, 1, 0, &r);
+	assert_int_equal(r.len, 24);
+	expect_success(&r, 7);
+	call_hdr(&b, 8, 2, TPROG, 2, 1, 0, NULL);
+	putbytes(&b, "hello", 5);
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	uint32_t i = expect_success(&r, 8);
+	assert_int_equal(word(&r, i), 5);
+	assert_memory_equal(r.p + 4 * i + 4, "hello", 5);
+	assert_int_equal(r.len, 4 * i + 4 + 8);
+	close(fd);
+	free(r.p);
+	free(b.p);
+}
+
+static void test_pipelined_out_of_order(void **state)
+{
+	struct env *e = *state;
+	int fd = cl_connect(e);
+	struct buf b = {0}, r = {0};
+	/* xid 1 answers after 300 ms, xid 2 after 0 ms, xid 3 at once; all sent in one go. */
+	uint32_t delays[3] = {300, 0, 0};
+	for (uint32_t x = 1; x <= 3; x++) {
+		uint32_t l = b.len;
+		put(&b, 0);
+		call_hdr(&b, x, 2, TPROG, 1, x == 3 ? 0 : 2, 0, NULL);
+		if (x < 3)
+			put(&b, delays[x - 1]);
+		uint32_t mark = htonl(0x80000000u | (b.len - l - 4));
+		memcpy(b.p + l, &mark, 4);
+	}
+	writeall(fd, b.p, b.len);
+	uint32_t order[3];
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(recv_rec(fd, &r), 0);
+		order[i] = word(&r, 0);
+		expect_success(&r, order[i]);
+	}
+	assert_int_equal(order[2], 1);
+	assert_true(order[0] != 1 && order[1] != 1);
+	close(fd);
+	free(b.p);
+	free(r.p);
+}
+
+static void test_multi_fragment(void **state)
+{
+	struct env *e = *state;
+	int fd = cl_connect(e);
+	struct buf b = {0}, r = {0};
+	uint32_t n = 1u << 20;
+	uint8_t *big = malloc(n);
+	for (uint32_t i = 0; i < n; i++)
+		big[i] = (uint8_t)(i * 13);
+	call_hdr(&b, 21, 2, TPROG, 1, 1, 0, NULL);
+	putbytes(&b, big, n);
+	send_rec(fd, &b, 5); /* fragments cut mid-header and mid-data */
+	assert_int_equal(recv_rec(fd, &r), 0);
+	uint32_t i = expect_success(&r, 21);
+	assert_int_equal(word(&r, i), n);
+	assert_memory_equal(r.p + 4 * i + 4, big, n);
+	/* tiny fragments: 3-byte pieces */
+	b.len = 0;
+	call_hdr(&b, 22, 2, TPROG, 1, 1, 0, NULL);
+	putbytes(&b, "abc", 3);
+	send_rec(fd, &b, b.len / 3);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	i = expect_success(&r, 22);
+	assert_memory_equal(r.p + 4 * i + 4, "abc", 3);
+	close(fd);
+	free(big);
+	free(b.p);
+	free(r.p);
+}
+
+static void test_oversize_and_empty_fragment(void **state)
+{
+	struct env *e = *state;
+	struct buf r = {0};
+	int fd = cl_connect(e);
+	uint32_t mark = htonl(0x80000000u | (RPC_MAX_RECORD + 1));
+	writeall(fd, &mark, 4);
+	assert_true(closed_by_server(fd));
+	close(fd);
+
+	/* Two fragments adding up to more than the bound. */
+	fd = cl_connect(e);
+	uint32_t half = RPC_MAX_RECORD / 2 + 8;
+	uint8_t *junk = calloc(1, half);
+	mark = htonl(half);
+	writeall(fd, &mark, 4);
+	writeall(fd, junk, half);
+	mark = htonl(0x80000000u | half);
+	writeall(fd, &mark, 4);
+	assert_true(closed_by_server(fd));
+	close(fd);
+	free(junk);
+
+	fd = cl_connect(e);
+	mark = htonl(0); /* empty, not last */
+	writeall(fd, &mark, 4);
+	assert_true(closed_by_server(fd));
+	close(fd);
+
+	/* The server still serves a new connection. */
+	fd = cl_connect(e);
+	simple_call(fd, 5, TPROG, 1, 0, &r);
+	expect_success(&r, 5);
+	close(fd);
+	free(r.p);
+}
+
+static void test_garbage_header(void **state)
+{
+	struct env *e = *state;
+	struct buf b = {0}, r = {0};
+	int fd = cl_connect(e);
+	put(&b, 1);
+	put(&b, 0); /* xid + CALL, then nothing */
+	send_rec(fd, &b, 1);
+	assert_true(closed_by_server(fd));
+	close(fd);
+
+	fd = cl_connect(e);
+	b.len = 0;
+	call_hdr(&b, 9, 2, TPROG, 1, 0, 0, NULL);
+	((uint32_t *)b.p)[1] = htonl(1); /* a REPLY */
+	send_rec(fd, &b, 1);
+	assert_true(closed_by_server(fd));
+	close(fd);
+
+	fd = cl_connect(e);
+	b.len = 0;
+	call_hdr(&b, 9, 2, TPROG, 1, 0, 0, NULL);
+	b.len -= 4; /* verifier length missing */
+	send_rec(fd, &b, 1);
+	assert_true(closed_by_server(fd));
+	close(fd);
+
+	fd = cl_connect(e);
+	simple_call(fd, 6, TPROG, 1, 0, &r);
+	expect_success(&r, 6);
+	close(fd);
+	free(b.p);
+	free(r.p);
+}
+
+static void test_rejections(void **state)
+{
+	struct env *e = *state;
+	struct buf b = {0}, r = {0};
+	int fd = cl_connect(e);
+
+	call_hdr(&b, 30, 3, TPROG, 1, 0, 0, NULL); /* rpcvers 3 */
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	assert_int_equal(word(&r, 0), 30);
+	assert_int_equal(word(&r, 2), 1); /* MSG_DENIED */
+	assert_int_equal(word(&r, 3), 0); /* RPC_MISMATCH */
+	assert_int_equal(word(&r, 4), 2);
+	assert_int_equal(word(&r, 5), 2);
+
+	simple_call(fd, 31, TPROG + 1, 1, 0, &r);
+	assert_int_equal(word(&r, 2), 0);
+	assert_int_equal(word(&r, 5), RPC_PROG_UNAVAIL);
+	assert_int_equal(r.len, 24);
+
+	simple_call(fd, 32, TPROG, 3, 0, &r);
+	assert_int_equal(word(&r, 5), RPC_PROG_MISMATCH);
+	assert_int_equal(word(&r, 6), 1);
+	assert_int_equal(word(&r, 7), 2);
+
+	simple_call(fd, 33, TPROG, 1, 99, &r);
+	assert_int_equal(word(&r, 5), RPC_PROC_UNAVAIL);
+
+	b.len = 0;
+	call_hdr(&b, 34, 2, TPROG, 1, 0, 6, NULL); /* RPCSEC_GSS */
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	assert_int_equal(word(&r, 0), 34);
+	assert_int_equal(word(&r, 2), 1); /* MSG_DENIED */
+	assert_int_equal(word(&r, 3), 1); /* AUTH_ERROR */
+	assert_int_equal(word(&r, 4), RPC_AUTH_BADCRED);
+
+	/* The connection is still good. */
+	simple_call(fd, 35, TPROG, 2, 0, &r);
+	expect_success(&r, 35);
+	close(fd);
+	free(b.p);
+	free(r.p);
+}
+
+static void auth_sys_body(struct buf *c, const char *machine, uint32_t ngids, uint32_t gids_sent)
+{
+	c->len = 0;
+	put(c, 12345);
+	putbytes(c, machine, (uint32_t)strlen(machine));
+	put(c, 1000);
+	put(c, 100);
+	put(c, ngids);
+	for (uint32_t i = 0; i < gids_sent; i++)
+		put(c, 500 + i);
+}
+
+static void test_auth_sys(void **state)
+{
+	struct env *e = *state;
+	struct buf b = {0}, r = {0}, cred = {0};
+	int fd = cl_connect(e);
+	auth_sys_body(&cred, "client-host", 3, 3);
+	call_hdr(&b, 40, 2, TPROG, 1, 5, 1, &cred);
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	uint32_t i = expect_success(&r, 40);
+	assert_int_equal(word(&r, i), 1);
+	assert_int_equal(word(&r, i + 1), 1000);
+	assert_int_equal(word(&r, i + 2), 100);
+	assert_int_equal(word(&r, i + 3), 3);
+	assert_int_equal(word(&r, i + 4), 500);
+	assert_int_equal(word(&r, i + 6), 502);
+	assert_int_equal(word(&r, i + 7), 11);
+	assert_memory_equal(r.p + 4 * (i + 8), "client-host", 11);
+
+	char longname[300];
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[299] = 0;
+	struct {
+		const char *m;
+		uint32_t ngids, sent;
+	} bad[] = {{longname, 0, 0}, {"h", 17, 17}, {"h", 4, 2}};
+	for (int k = 0; k < 3; k++) {
+		auth_sys_body(&cred, bad[k].m, bad[k].ngids, bad[k].sent);
+		b.len = 0;
+		call_hdr(&b, 41 + k, 2, TPROG, 1, 5, 1, &cred);
+		send_rec(fd, &b, 1);
+		assert_int_equal(recv_rec(fd, &r), 0);
+		assert_int_equal(word(&r, 0), 41 + k);
+		assert_int_equal(word(&r, 2), 1);
+		assert_int_equal(word(&r, 3), 1);
+		assert_int_equal(word(&r, 4), RPC_AUTH_BADCRED);
+	}
+	/* cred longer than 400 bytes */
+	auth_sys_body(&cred, "h", 16, 16);
+	for (int k = 0; k < 90; k++)
+		put(&cred, 0);
+	b.len = 0;
+	call_hdr(&b, 50, 2, TPROG, 1, 5, 1, &cred);
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	assert_int_equal(word(&r, 4), RPC_AUTH_BADCRED);
+	close(fd);
+	free(b.p);
+	free(r.p);
+	free(cred.p);
+}
+
+static void test_bad_xdr_lengths(void **state)
+{
+	struct env *e = *state;
+	struct buf b = {0}, r = {0};
+	int fd = cl_connect(e);
+	uint32_t lens[] = {0x80000000u, 0xfffffff0u, 0x7ffffffcu, 65, 100};
+	for (uint32_t k = 0; k < 5; k++) {
+		b.len = 0;
+		call_hdr(&b, 60 + k, 2, TPROG, 1, 6, 0, NULL);
+		put(&b, lens[k]);
+		put(&b, 1);
+		put(&b, 2);
+		send_rec(fd, &b, 1);
+		assert_int_equal(recv_rec(fd, &r), 0);
+		assert_int_equal(word(&r, 0), 60 + k);
+		assert_int_equal(word(&r, 5), RPC_GARBAGE_ARGS);
+	}
+	/* and a good one */
+	b.len = 0;
+	call_hdr(&b, 70, 2, TPROG, 1, 6, 0, NULL);
+	putbytes(&b, "xy", 2);
+	put(&b, 77);
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	assert_int_equal(word(&r, expect_success(&r, 70)), 77);
+	/* truncated args */
+	b.len = 0;
+	call_hdr(&b, 71, 2, TPROG, 1, 6, 0, NULL);
+	putbytes(&b, "xy", 2);
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	assert_int_equal(word(&r, 5), RPC_GARBAGE_ARGS);
+	close(fd);
+	free(b.p);
+	free(r.p);
+}
+
+static void test_reply_data_zero_copy(void **state)
+{
+	struct env *e = *state;
+	struct buf b = {0}, r = {0};
+	int fd = cl_connect(e);
+	int base = __atomic_load_n(&e->released, __ATOMIC_SEQ_CST);
+	call_hdr(&b, 80, 2, TPROG, 1, 3, 0, NULL);
+	put(&b, 5);
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	uint32_t i = expect_success(&r, 80);
+	assert_int_equal(word(&r, i), 5);
+	assert_int_equal(r.len, 4 * i + 4 + 8);
+	assert_memory_equal(r.p + 4 * i + 4, e->data, 5);
+	assert_memory_equal(r.p + 4 * i + 9, "\0\0\0", 3);
+	for (int k = 0; k < 200 && __atomic_load_n(&e->released, __ATOMIC_SEQ_CST) != base + 1; k++)
+		usleep(5000);
+	assert_int_equal(__atomic_load_n(&e->released, __ATOMIC_SEQ_CST), base + 1);
+
+	/* 4 MiB does not fit the socket buffers: the server must hold our buffer (not a copy)
+	 * and release it only once everything was sent, exactly once. */
+	int rcv = 64 << 10;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+	b.len = 0;
+	call_hdr(&b, 81, 2, TPROG, 1, 3, 0, NULL);
+	put(&b, 4u << 20);
+	send_rec(fd, &b, 1);
+	usleep(300000);
+	assert_int_equal(__atomic_load_n(&e->released, __ATOMIC_SEQ_CST), base + 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	i = expect_success(&r, 81);
+	assert_int_equal(word(&r, i), 4u << 20);
+	assert_memory_equal(r.p + 4 * i + 4, e->data, 4u << 20);
+	for (int k = 0; k < 200 && __atomic_load_n(&e->released, __ATOMIC_SEQ_CST) != base + 2; k++)
+		usleep(5000);
+	assert_int_equal(__atomic_load_n(&e->released, __ATOMIC_SEQ_CST), base + 2);
+	close(fd);
+	free(b.p);
+	free(r.p);
+}
+
+struct nconns_q {
+	struct env *e;
+	uint32_t n;
+};
+
+static void q_nconns(void *arg)
+{
+	struct nconns_q *q = arg;
+	q->n = rpc_server_nconns(q->e->s);
+}
+
+static void test_close_with_calls_pending(void **state)
+{
+	struct env *e = *state;
+	struct buf b = {0};
+	int fin0 = __atomic_load_n(&e->finished, __ATOMIC_SEQ_CST);
+	int rel0 = __atomic_load_n(&e->released, __ATOMIC_SEQ_CST);
+	int dis0 = __atomic_load_n(&e->dispatched, __ATOMIC_SEQ_CST);
+	int fd = cl_connect(e);
+	/* More than RPC_MAX_INFLIGHT so the server also stops reading for a while. */
+	const int n = 300;
+	for (int k = 0; k < n; k++) {
+		uint32_t l = b.len;
+		put(&b, 0);
+		call_hdr(&b, 1000 + (uint32_t)k, 2, TPROG, 1, k % 2 ? 4 : 2, 0, NULL);
+		put(&b, 100);
+		uint32_t mark = htonl(0x80000000u | (b.len - l - 4));
+		memcpy(b.p + l, &mark, 4);
+	}
+	writeall(fd, b.p, b.len);
+	/* Wait until the first batch is dispatched, then leave. */
+	for (int k = 0;
+	     k < 400 && __atomic_load_n(&e->dispatched, __ATOMIC_SEQ_CST) - dis0 < RPC_MAX_INFLIGHT;
+	     k++)
+		usleep(5000);
+	assert_int_equal(__atomic_load_n(&e->dispatched, __ATOMIC_SEQ_CST) - dis0,
+			 RPC_MAX_INFLIGHT);
+	close(fd);
+	int disp = 0;
+	for (int k = 0; k < 400; k++) {
+		disp = __atomic_load_n(&e->dispatched, __ATOMIC_SEQ_CST) - dis0;
+		if (__atomic_load_n(&e->finished, __ATOMIC_SEQ_CST) - fin0 == disp && disp > 0)
+			break;
+		usleep(5000);
+	}
+	assert_true(disp >= RPC_MAX_INFLIGHT);
+	assert_int_equal(__atomic_load_n(&e->finished, __ATOMIC_SEQ_CST) - fin0, disp);
+	/* Every reply_data of a dead connection was released once. */
+	int rel = __atomic_load_n(&e->released, __ATOMIC_SEQ_CST) - rel0;
+	assert_true(rel >= disp / 2 - 1 && rel <= disp / 2 + 1);
+	struct nconns_q q = {.e = e, .n = 99};
+	for (int k = 0; k < 100 && q.n != 0; k++) {
+		loop_call(e->l, q_nconns, &q);
+		if (q.n)
+			usleep(5000);
+	}
+	assert_int_equal(q.n, 0);
+	free(b.p);
+}
+
+static void test_listen_errors(void **state)
+{
+	struct env *e = *state;
+	struct rpc_server *s2;
+	assert_int_equal(rpc_server_new(e->l, &s2), 0);
+	/* not an IPv4 address */
+	assert_int_equal(rpc_server_listen(s2, "nonsense", 0, NULL), -EINVAL);
+	rpc_server_free(s2);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_null_and_echo, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pipelined_out_of_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_multi_fragment, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_oversize_and_empty_fragment, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_garbage_header, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rejections, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_auth_sys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_xdr_lengths, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reply_data_zero_copy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_with_calls_pending, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_listen_errors, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
