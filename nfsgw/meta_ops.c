@@ -394,7 +394,7 @@ int meta_setattr(struct meta *m, uint64_t fileid, const struct meta_setattr *sa,
 
 int meta_note_write(struct meta *m, uint64_t fileid, uint64_t end, meta_cb cb, void *arg)
 {
-	if (!m->loaded)
+	if (!m->loaded || m->closing)
 		return -EBUSY;
 	if (m->err)
 		return m->err;
@@ -436,7 +436,7 @@ int meta_note_write(struct meta *m, uint64_t fileid, uint64_t end, meta_cb cb, v
 
 int meta_sync(struct meta *m, meta_cb cb, void *arg)
 {
-	if (!m->loaded)
+	if (!m->loaded || m->closing)
 		return -EBUSY;
 	if (m->err)
 		return m->err;

@@ -832,30 +832,66 @@ static void test_stale_generation(void **state)
 	struct engine *e;
 	assert_int_equal(open_engine(env, &e), 0);
 	struct meta *m = mopen(env, e);
-	char name[16];
-	for (int i = 0; i < 6; i++) {
-		snprintf(name, sizeof(name), "old%d", i);
-		mk(env, m, META_ROOT, name, META_REG, NULL);
-	}
-	for (int i = 0; i < 6; i++) {
-		snprintf(name, sizeof(name), "old%d", i);
-		assert_int_equal(rm(env, m, META_ROOT, name, false, NULL), 0);
-	}
+	uint64_t f = mk(env, m, META_ROOT, "f", META_REG, NULL);
+	/* Old history: records 2..7 set mode 0600, each in its own block. */
+	struct meta_setattr sa = {.mask = META_SET_MODE, .mode = 0600};
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(setattr(env, m, f, &sa), 0);
 	uint64_t g0 = m->gen;
 	mclose(env, m);
 	m = mopen(env, e);
 	assert_true(m->gen != g0);
 	assert_int_equal(m->log_pos, 0);
+	/* New history: record 1 sets 0644; the old record 2 right after it must not apply. */
+	sa.mode = 0644;
+	assert_int_equal(setattr(env, m, f, &sa), 0);
 	mk(env, m, META_ROOT, "new", META_REG, NULL);
 	meta_abandon(m);
 	m = mopen(env, e);
 	assert_true(look(m, META_ROOT, "new") > 0);
-	for (int i = 0; i < 6; i++) {
-		snprintf(name, sizeof(name), "old%d", i);
-		assert_int_equal(look(m, META_ROOT, name), 0);
-	}
+	struct meta_attr a;
+	assert_int_equal(meta_getattr(m, f, &a), 0);
+	assert_int_equal(a.mode, 0644);
 	check_tree(m);
 	mclose(env, m);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
+/* A torn superblock write leaves the other one, whose checkpoint and log are intact; with
+ * neither verifying, the volume is not taken for blank. */
+static void test_superblocks(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	struct meta *m = mopen(env, e);
+	uint64_t f = mk(env, m, META_ROOT, "f", META_REG, NULL);
+	int slot = m->sb_slot;
+	mclose(env, m);
+	uint8_t *blk = malloc(META_BLOCK);
+	fill(blk, META_BLOCK);
+	assert_int_equal(eng_write(env, e, (uint64_t)slot * META_BLOCK, META_BLOCK, blk, BDEV_FUA),
+			 0);
+	m = mopen(env, e);
+	assert_int_equal(look(m, META_ROOT, "f"), f);
+	check_tree(m);
+	slot = m->sb_slot;
+	mclose(env, m);
+	/* Both bad: -EUCLEAN, and nothing is formatted over them. */
+	assert_int_equal(eng_write(env, e, (uint64_t)slot * META_BLOCK, META_BLOCK, blk, BDEV_FUA),
+			 0);
+	blk[0] ^= 1;
+	assert_int_equal(
+	    eng_write(env, e, (uint64_t)(1 - slot) * META_BLOCK, META_BLOCK, blk, BDEV_FUA), 0);
+	struct hop *h = hop_new(0);
+	assert_int_equal(meta_open(env->l, engine_bdev(e), &m, done_cb, &h->d), 0);
+	assert_int_equal(hop_wait(env, h, 10000), -EUCLEAN);
+	free(h);
+	uint8_t *rd = malloc(META_BLOCK);
+	assert_int_equal(eng_read(env, e, (uint64_t)(1 - slot) * META_BLOCK, META_BLOCK, rd), 0);
+	assert_memory_equal(rd, blk, META_BLOCK);
+	free(rd);
+	free(blk);
 	assert_int_equal(close_engine(env, e), 0);
 }
 
@@ -1037,6 +1073,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_generation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_superblocks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_note_write, setup, teardown),
