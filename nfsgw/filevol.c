@@ -440,7 +440,7 @@ static void delete_done(struct fv_job *j)
 	v->jobs--;
 	if (res == 0)
 		fprintf(stderr, "filevol: deleted %s%s\n", v->name,
-			j->used ? " (some nodes unreachable: replicas left there)" : "");
+			j->failed ? " (some nodes unreachable: replicas left there)" : "");
 	else if (res != -ENOENT)
 		fprintf(stderr, "filevol: %s: delete failed: %s\n", v->name, strerror(-res));
 	free(j);
@@ -808,33 +808,43 @@ uint64_t filevol_epoch(struct filevol *fv, const char *vol)
 
 /* ---- used ---- */
 
-static void used_done(struct fv_job *j)
+static void job_free(struct fv_job *j)
 {
-	struct fvol *v = j->v;
-	v->jobs--;
-	v->used_pending = false;
-	v->used_at = loop_now_ms();
-	if (j->res == 0 && v->st != FV_MISSING)
-		v->used = j->used;
+	for (size_t i = 0; i < j->nnames; i++)
+		free(j->names[i]);
+	free(j->names);
+	free(j->alloc);
 	free(j);
-	check_close(v->fv);
 }
 
-/* The member to ask: one holding a replica when we know them (it answers without asking
- * the other nodes for the replica's info). */
-static unsigned used_node(struct fvol *v)
+static void used_done(struct fv_job *j)
 {
-	struct filevol *fv = v->fv;
-	if (v->st != FV_OPEN)
-		return 0;
-	struct engine_replica_status st[ENGINE_MAX_REPLICAS];
-	uint32_t n = ENGINE_MAX_REPLICAS;
-	if (engine_replicas(v->e, st, &n) < 0 || n == 0)
-		return 0;
-	for (unsigned i = 0; i < fv->cfg.nnodes; i++)
-		if (!strcmp(fv->cfg.nodes[i].name, st[0].node))
-			return i;
-	return 0;
+	struct filevol *fv = j->fv;
+	fv->used_job = false;
+	for (size_t i = 0; j->res == 0 && i < j->nnames; i++) {
+		struct fvol *v = vol_find(fv, j->names[i]);
+		if (v && v->used_pending) {
+			v->used_seen = true;
+			if (j->alloc[i] > v->used_new)
+				v->used_new = j->alloc[i];
+		}
+	}
+	uint64_t now = loop_now_ms();
+	for (size_t b = 0; b < fv->tabsz; b++) {
+		for (struct fvol *v = fv->tab[b]; v; v = v->hnext) {
+			if (!v->used_pending)
+				continue;
+			/* Not seen anywhere: gone, unless a node that did not answer has it. */
+			if (j->res == 0 && v->st != FV_MISSING && (v->used_seen || !j->failed))
+				v->used = v->used_new;
+			v->used_at = now;
+			v->used_pending = v->used_seen = false;
+			v->used_new = 0;
+			v->jobs--;
+		}
+	}
+	job_free(j);
+	check_close(fv);
 }
 
 uint64_t filevol_used(struct filevol *fv, const char *vol)
@@ -847,19 +857,20 @@ uint64_t filevol_used(struct filevol *fv, const char *vol)
 	if (v->st == FV_MISSING)
 		return 0;
 	uint64_t now = loop_now_ms();
-	if (!v->used_pending && (!v->used_at || now - v->used_at >= USED_REFRESH_MS)) {
+	if (v->used_pending || (v->used_at && now - v->used_at < USED_REFRESH_MS))
+		return v->used;
+	if (!fv->used_job) {
+		/* One listing per node serves every volume asking meanwhile. */
 		struct fv_job *j = calloc(1, sizeof(*j));
-		if (j) {
-			j->kind = JOB_USED;
-			j->v = v;
-			j->done = used_done;
-			j->start = used_node(v);
-			snprintf(j->name, sizeof(j->name), "%s", v->name);
-			v->used_pending = true;
-			v->jobs++;
-			fvh_submit(fv, j);
-		}
+		if (!j)
+			return v->used;
+		j->kind = JOB_USED;
+		j->done = used_done;
+		fv->used_job = true;
+		fvh_submit(fv, j);
 	}
+	v->used_pending = true;
+	v->jobs++;
 	return v->used;
 }
 
@@ -893,10 +904,8 @@ static void list_done(struct fv_job *j)
 			if (submit(fv, j->names[i], q) < 0)
 				oa->pending--;
 		}
-		free(j->names[i]);
 	}
-	free(j->names);
-	free(j);
+	job_free(j);
 	open_all_one(oa, 0);
 	check_close(fv);
 }

@@ -97,32 +97,60 @@ static void job_delete(struct fv_job *j)
 		else if (st != 404)
 			failed++;
 	}
-	j->used = failed; /* for the log line */
+	j->failed = failed;
 	j->res = deleted ? 0 : failed ? -EIO : -ENOENT;
+}
+
+static int add_name(struct fv_job *j, const char *nm, uint64_t alloc)
+{
+	if ((j->nnames & (j->nnames - 1)) == 0) { /* grows at powers of two */
+		size_t cap = j->nnames ? 2 * j->nnames : 1;
+		char **nn = realloc(j->names, cap * sizeof(*nn));
+		if (nn)
+			j->names = nn;
+		uint64_t *na = realloc(j->alloc, cap * sizeof(*na));
+		if (na)
+			j->alloc = na;
+		if (!nn || !na)
+			return -ENOMEM;
+	}
+	char *d = strdup(nm);
+	if (!d)
+		return -ENOMEM;
+	j->names[j->nnames] = d;
+	j->alloc[j->nnames] = alloc;
+	j->nnames++;
+	return 0;
 }
 
 static void job_used(struct fv_job *j)
 {
 	const struct config *c = &j->fv->cfg;
-	char path[128];
-	snprintf(path, sizeof(path), "/v1/volumes/%s", j->name);
-	j->res = -EIO;
+	j->res = 0;
 	for (unsigned i = 0; i < c->nnodes; i++) {
 		json_t *reply;
-		int st = req(&c->nodes[(j->start + i) % c->nnodes], "GET", path, NULL,
-			     FVH_TIMEOUT_MS, &reply);
-		if (st == 200 && reply) {
-			json_t *a = json_object_get(reply, "allocated");
-			j->used = json_is_integer(a) ? (uint64_t)json_integer_value(a) : 0;
-			j->res = 0;
-		} else if (st == 404) {
-			j->used = 0;
-			j->res = 0;
+		int st = req(&c->nodes[i], "GET", "/v1/replicas", NULL, FVH_TIMEOUT_MS, &reply);
+		if (st != 200 || !json_is_array(reply)) {
+			j->failed++;
+			json_decref(reply);
+			continue;
+		}
+		size_t k;
+		json_t *x;
+		json_array_foreach(reply, k, x)
+		{
+			const char *nm = json_string_value(json_object_get(x, "volume"));
+			json_t *a = json_object_get(x, "allocated");
+			if (nm && json_is_integer(a) &&
+			    add_name(j, nm, (uint64_t)json_integer_value(a)) < 0) {
+				j->res = -ENOMEM;
+				break;
+			}
 		}
 		json_decref(reply);
-		if (j->res == 0)
-			return;
 	}
+	if (j->failed == c->nnodes)
+		j->res = -EIO;
 }
 
 static bool have_name(const struct fv_job *j, const char *s)
@@ -154,17 +182,10 @@ static void job_list(struct fv_job *j)
 			const char *nm = json_string_value(json_object_get(x, "volume"));
 			if (!nm || strncmp(nm, j->prefix, plen) || have_name(j, nm))
 				continue;
-			char **nn = realloc(j->names, (j->nnames + 1) * sizeof(*nn));
-			char *d = strdup(nm);
-			if (!nn || !d) {
-				free(d);
-				if (nn)
-					j->names = nn;
+			if (add_name(j, nm, 0) < 0) {
 				j->res = -ENOMEM;
 				break;
 			}
-			j->names = nn;
-			j->names[j->nnames++] = d;
 		}
 		json_decref(reply);
 	}

@@ -71,12 +71,15 @@ struct fvol {
 	uint32_t jobs;		     /* helper jobs outstanding */
 	uint64_t last_use;
 	uint64_t used, used_at;
+	uint64_t used_new; /* the largest allocation the running JOB_USED saw */
+	bool used_seen;
 	uint64_t create_size; /* of the create running */
 };
 
 /* JOB_PROBE: is a volume the engine could not open (some node unreachable) missing? res
  * -ENOENT when no reachable node has it and fewer than `replicas` nodes are unreachable (so
  * a volume of that many members would have shown up), else -EIO. */
+/* JOB_USED: every node's replica list (name, allocated), one job for all volumes waiting. */
 enum fv_job_kind { JOB_CREATE, JOB_DELETE, JOB_USED, JOB_LIST, JOB_PROBE };
 
 struct fv_job {
@@ -93,9 +96,10 @@ struct fv_job {
 	char prefix[STORE_NAME_MAX];
 	/* results */
 	int res;
-	uint64_t used;
-	char **names; /* JOB_LIST: malloc'd array of malloc'd names */
+	unsigned failed; /* JOB_DELETE, JOB_USED: nodes that did not answer */
+	char **names;	 /* JOB_LIST, JOB_USED: malloc'd array of malloc'd names */
 	size_t nnames;
+	uint64_t *alloc;   /* JOB_USED: allocated bytes of names[i] on one node */
 	char members[256]; /* JOB_CREATE: "a,b,c" for the log */
 };
 
@@ -121,6 +125,7 @@ struct filevol {
 	struct fv_job *jhead, *jtail;
 	bool th_stop;
 	unsigned jobs_out;
+	bool used_job; /* a JOB_USED is out: it refreshes every volume waiting */
 	/* close */
 	bool closing;
 	bool close_queued;
