@@ -30,6 +30,7 @@ nfs_cleanup() {
 	local rc=$?
 	if [ -n "$GW_PID" ]; then
 		kill -9 "$GW_PID" 2>/dev/null || true
+		wait "$GW_PID" 2>/dev/null || true
 	fi
 	if [ $rc -ne 0 ] && [ -f "$GW_LOG" ]; then
 		echo "--- tail of $GW_LOG"
