@@ -134,10 +134,18 @@ static int gateway_status_cmd(struct ctx *c, int argc, char **argv)
 	       jstr(s, "gateway") ? jstr(s, "gateway") : g->name,
 	       jstr(s, "host") ? jstr(s, "host") : g->host, jint(s, "nfs_port"),
 	       jint(s, "mount_port"), pm ? pm : "?", g->host, g->http_port);
-	printf("meta volume %s, epoch %" PRIu64 ", fsid %" PRIu64 ", %" PRIu64 " files, %" PRIu64
+	/* fsid is a hex string; older answers had a number. */
+	char fsid[64];
+	json_t *fs = json_object_get(s, "fsid");
+	if (json_is_string(fs))
+		snprintf(fsid, sizeof(fsid), "%s", json_string_value(fs));
+	else
+		snprintf(fsid, sizeof(fsid), "%" PRIu64, jint(s, "fsid"));
+	printf("state %s, meta volume %s, epoch %" PRIu64 ", fsid %s, %" PRIu64 " files, %" PRIu64
 	       " connections\n\n",
+	       jstr(s, "state") ? jstr(s, "state") : "?",
 	       jstr(s, "meta_volume") ? jstr(s, "meta_volume") : g->meta_volume, jint(s, "epoch"),
-	       jint(s, "fsid"), jint(s, "files"), jint(s, "connections"));
+	       fsid, jint(s, "files"), jint(s, "connections"));
 	struct table t;
 	const char *h[] = {"EXPORT", "URL", "CLIENTS"};
 	table_init(&t, 3, h);
