@@ -3,8 +3,8 @@
  * volume in use, in a hash table, with a small state machine (filevol_int.h, enum fv_state).
  * An operation on an open volume goes straight to its engine; otherwise it waits in the
  * volume's queue, in arrival order, and the queue runs again after each state change.
- * Control-API calls (create, delete, allocated bytes, listing) run on the helper thread
- * (filevol_http.c).
+ * The per-volume state machine is filevol_vol.c; control-API calls (create, delete,
+ * allocated bytes, listing) run on the helper thread (filevol_http.c).
  */
 #include <errno.h>
 #include <stddef.h>
@@ -15,14 +15,6 @@
 #include "nfsgw/filevol_int.h"
 
 #define USED_REFRESH_MS 2000
-
-static void vol_run(struct fvol *v);
-static void check_close(struct filevol *fv);
-
-static uint64_t round_up(uint64_t x, uint64_t step)
-{
-	return (x + step - 1) / step * step;
-}
 
 /* ---- table ---- */
 
@@ -92,7 +84,6 @@ static void vol_free(struct fvol *v)
 	fv->nvols--;
 	free(v);
 }
-
 /* ---- requests ---- */
 
 static struct fvreq *req_get(struct filevol *fv)
@@ -107,7 +98,7 @@ static struct fvreq *req_get(struct filevol *fv)
 	return q;
 }
 
-static void req_finish(struct fvreq *q, int res)
+void fvi_req_finish(struct fvreq *q, int res)
 {
 	struct filevol *fv = q->v->fv;
 	filevol_cb cb = q->cb;
@@ -116,552 +107,6 @@ static void req_finish(struct fvreq *q, int res)
 	q->next = fv->free_reqs;
 	fv->free_reqs = q;
 	cb(arg, res);
-}
-
-static void deferred_finish(void *arg)
-{
-	struct fvreq *q = arg;
-	struct fvol *v = q->v;
-	v->jobs--;
-	req_finish(q, q->res);
-	check_close(v->fv);
-}
-
-/* Completes q at the end of this loop iteration (never inside the caller's call). */
-static void req_defer(struct fvreq *q, int res)
-{
-	q->res = res;
-	q->v->jobs++;
-	if (loop_defer(q->v->fv->l, deferred_finish, q) < 0) {
-		/* Without memory for a defer, a timer is the other way to get out of the call. */
-		while (loop_timer_add(q->v->fv->l, 0, deferred_finish, q, NULL) < 0)
-			;
-	}
-}
-
-static void q_push_head(struct fvol *v, struct fvreq *q)
-{
-	q->next = v->qhead;
-	v->qhead = q;
-	if (!v->qtail)
-		v->qtail = q;
-}
-
-static void q_push_tail(struct fvol *v, struct fvreq *q)
-{
-	q->next = NULL;
-	if (v->qtail)
-		v->qtail->next = q;
-	else
-		v->qhead = q;
-	v->qtail = q;
-}
-
-static struct fvreq *q_pop(struct fvol *v)
-{
-	struct fvreq *q = v->qhead;
-	if (q) {
-		v->qhead = q->next;
-		if (!v->qhead)
-			v->qtail = NULL;
-	}
-	return q;
-}
-
-static void q_fail_all(struct fvol *v, int res)
-{
-	struct fvreq *q;
-	while ((q = q_pop(v)))
-		req_defer(q, res);
-}
-
-static int io_err(int r)
-{
-	return r == -ESTALE || r == -ENOMEM || r == -ENOSPC || r == -EFBIG ? r : -EIO;
-}
-
-/* ---- engine lifecycle ---- */
-
-static void fenced_closed(void *arg, int res)
-{
-	(void)res;
-	struct fvol *v = arg;
-	v->e = NULL;
-	v->jobs--;
-	check_close(v->fv);
-}
-
-static void fence_close(void *arg)
-{
-	struct fvol *v = arg;
-	if (v->e && engine_close(v->e, fenced_closed, v) == 0)
-		return;
-	v->jobs--;
-	check_close(v->fv);
-}
-
-/* A newer engine owns the volume: never reopen it here (that would fence the new owner). */
-static void vol_fence(struct fvol *v)
-{
-	if (v->st != FV_OPEN)
-		return;
-	fprintf(stderr, "filevol: %s: fenced by a newer engine (ours had epoch %llu)\n", v->name,
-		(unsigned long long)engine_epoch(v->e));
-	v->st = FV_FENCED;
-	q_fail_all(v, -ESTALE);
-	if (v->pinned)
-		return; /* its bdev is in use until filevol_close: it keeps failing -ESTALE */
-	/* Not from inside the engine's own callback. */
-	v->jobs++;
-	if (loop_defer(v->fv->l, fence_close, v) < 0)
-		v->jobs--;
-}
-
-static void opened(void *arg, int res);
-
-static void probe_done(struct fv_job *j)
-{
-	struct fvol *v = j->v;
-	int res = j->res;
-	v->jobs--;
-	free(j);
-	opened(v, res == -ENOENT ? -ENOENT : -ENOTCONN);
-}
-
-/* The engine says -ENOENT only when every node answered so; with one down, ask the nodes'
- * API whether the volume can exist at all (a write to a new file must get -ENOSPC, a read
- * zeros, not -EIO). */
-static bool probe_missing(struct fvol *v)
-{
-	struct fv_job *j = calloc(1, sizeof(*j));
-	if (!j)
-		return false;
-	j->kind = JOB_PROBE;
-	j->v = v;
-	j->done = probe_done;
-	j->replicas = v->fv->replicas;
-	snprintf(j->name, sizeof(j->name), "%s", v->name);
-	v->jobs++;
-	fvh_submit(v->fv, j);
-	return true;
-}
-
-static void opened(void *arg, int res)
-{
-	struct fvol *v = arg;
-	struct filevol *fv = v->fv;
-	if (res == -ENOTCONN && v->e) {
-		v->e = NULL;
-		if (!fv->closing && probe_missing(v))
-			return;
-	}
-	if (res == 0) {
-		v->st = FV_OPEN;
-		v->size = engine_size(v->e);
-		v->last_use = loop_now_ms();
-		vol_run(v);
-		check_close(fv);
-		return;
-	}
-	v->e = NULL;
-	if (res == -ENOENT) {
-		v->st = FV_MISSING;
-		vol_run(v);
-	} else {
-		fprintf(stderr, "filevol: %s: open failed: %s\n", v->name, strerror(-res));
-		v->st = FV_CLOSED;
-		q_fail_all(v, io_err(res));
-	}
-	check_close(fv);
-}
-
-static void open_failed_deferred(void *arg)
-{
-	struct fvol *v = arg;
-	v->jobs--;
-	opened(v, -EIO);
-}
-
-static void start_open(struct fvol *v)
-{
-	struct filevol *fv = v->fv;
-	struct engine_params p = {.volume = v->name,
-				  .local_node = fv->engine_id,
-				  .local = NULL,
-				  .naddrs = fv->naddrs,
-				  .addrs = fv->addrs,
-				  .io_timeout_ms = fv->io_timeout_ms};
-	v->st = FV_OPENING;
-	int r = engine_open(fv->l, &p, &v->e, opened, v);
-	if (r < 0) {
-		v->e = NULL;
-		v->jobs++;
-		if (loop_defer(fv->l, open_failed_deferred, v) < 0) {
-			v->jobs--;
-			v->st = FV_CLOSED;
-		}
-	}
-}
-
-static void closed(void *arg, int res)
-{
-	(void)res;
-	struct fvol *v = arg;
-	v->jobs--;
-	v->e = NULL;
-	v->st = FV_CLOSED;
-	vol_run(v); /* I/O that arrived meanwhile reopens it */
-	check_close(v->fv);
-}
-
-static void start_close(struct fvol *v)
-{
-	v->st = FV_CLOSING;
-	v->pinned = false;
-	v->jobs++;
-	if (engine_close(v->e, closed, v) < 0) {
-		/* Busy (a snapshot op, a resync step): try again at the next sweep. */
-		v->jobs--;
-		v->st = FV_OPEN;
-	}
-}
-
-/* ---- create / grow / delete ---- */
-
-static void create_done(struct fv_job *j)
-{
-	struct fvol *v = j->v;
-	int res = j->res;
-	v->jobs--;
-	if (res == 0)
-		fprintf(stderr, "filevol: created %s (%llu bytes) on %s\n", v->name,
-			(unsigned long long)j->size, j->members);
-	free(j);
-	if (res == 0 || res == -EEXIST) {
-		if (v->fv->closing) {
-			v->st = FV_CLOSED;
-			vol_run(v);
-		} else {
-			start_open(v);
-		}
-	} else {
-		fprintf(stderr, "filevol: %s: create failed: %s\n", v->name, strerror(-res));
-		v->st = FV_MISSING;
-		/* Only what needed the volume fails; reads still see zeros. */
-		struct fvreq *keep = NULL, **tail = &keep;
-		struct fvreq *q;
-		while ((q = q_pop(v))) {
-			if (q->op == OP_WRITE || q->op == OP_SNAP_CREATE ||
-			    (q->op == OP_OPEN && q->create_size)) {
-				req_defer(q, res);
-			} else {
-				q->next = NULL;
-				*tail = q;
-				tail = &q->next;
-			}
-		}
-		for (q = keep; q; q = keep) {
-			keep = q->next;
-			q_push_tail(v, q);
-		}
-		vol_run(v);
-	}
-	check_close(v->fv);
-}
-
-static int start_create(struct fvol *v, uint64_t size)
-{
-	struct filevol *fv = v->fv;
-	struct fv_job *j = calloc(1, sizeof(*j));
-	if (!j)
-		return -ENOMEM;
-	v->st = FV_CREATING;
-	j->kind = JOB_CREATE;
-	j->v = v;
-	j->done = create_done;
-	snprintf(j->name, sizeof(j->name), "%s", v->name);
-	j->size = size;
-	j->replicas = fv->replicas;
-	j->start = fv->rot++ % (fv->cfg.nnodes ? fv->cfg.nnodes : 1);
-	v->jobs++;
-	fvh_submit(fv, j);
-	return 0;
-}
-
-static void grow_done(void *arg, int res)
-{
-	struct fvol *v = arg;
-	v->jobs--;
-	v->growing = false;
-	if (res == 0) {
-		uint64_t old = v->size;
-		v->size = engine_size(v->e);
-		fprintf(stderr, "filevol: grew %s from %llu to %llu bytes\n", v->name,
-			(unsigned long long)old, (unsigned long long)v->size);
-	} else {
-		fprintf(stderr, "filevol: %s: grow failed: %s\n", v->name, strerror(-res));
-		struct fvreq *q = q_pop(v); /* the write that asked for it */
-		if (q)
-			req_defer(q, io_err(res));
-		if (res == -ESTALE || engine_fenced(v->e))
-			vol_fence(v);
-	}
-	vol_run(v);
-	check_close(v->fv);
-}
-
-static void grow_failed_deferred(void *arg)
-{
-	struct fvol *v = arg;
-	grow_done(v, -EIO);
-}
-
-static void start_grow(struct fvol *v, uint64_t end)
-{
-	uint64_t ns = round_up(end, FILEVOL_CAP_STEP);
-	if (v->size <= FILEVOL_MAX_SIZE / 2 && ns < 2 * v->size)
-		ns = 2 * v->size;
-	if (ns > FILEVOL_MAX_SIZE)
-		ns = FILEVOL_MAX_SIZE;
-	v->growing = true;
-	v->jobs++;
-	if (engine_resize(v->e, ns, grow_done, v) < 0 &&
-	    loop_defer(v->fv->l, grow_failed_deferred, v) < 0) {
-		v->jobs--;
-		v->growing = false;
-	}
-}
-
-static void delete_done(struct fv_job *j)
-{
-	struct fvol *v = j->v;
-	struct fvreq *q = j->ctx;
-	int res = j->res;
-	v->jobs--;
-	if (res == 0)
-		fprintf(stderr, "filevol: deleted %s%s\n", v->name,
-			j->failed ? " (some nodes unreachable: replicas left there)" : "");
-	else if (res != -ENOENT)
-		fprintf(stderr, "filevol: %s: delete failed: %s\n", v->name, strerror(-res));
-	free(j);
-	if (res == 0 || res == -ENOENT) {
-		v->st = FV_MISSING;
-		v->used = 0;
-		v->used_at = loop_now_ms();
-	} else {
-		v->st = FV_CLOSED; /* still there: the next use reopens it */
-	}
-	req_defer(q, res);
-	vol_run(v);
-	check_close(v->fv);
-}
-
-static void delete_submit(struct fvol *v, struct fvreq *q)
-{
-	struct fv_job *j = calloc(1, sizeof(*j));
-	if (!j) {
-		v->st = FV_CLOSED;
-		req_defer(q, -ENOMEM);
-		vol_run(v);
-		return;
-	}
-	j->kind = JOB_DELETE;
-	j->v = v;
-	j->ctx = q;
-	j->done = delete_done;
-	snprintf(j->name, sizeof(j->name), "%s", v->name);
-	v->jobs++;
-	fvh_submit(v->fv, j);
-}
-
-static void delete_closed(void *arg, int res)
-{
-	(void)res;
-	struct fvreq *q = arg;
-	struct fvol *v = q->v;
-	v->jobs--;
-	v->e = NULL;
-	delete_submit(v, q);
-}
-
-static void start_delete(struct fvol *v, struct fvreq *q)
-{
-	v->st = FV_DELETING;
-	v->pinned = false;
-	if (v->e) {
-		v->jobs++;
-		if (engine_close(v->e, delete_closed, q) == 0)
-			return;
-		v->jobs--;
-		/* The engine is busy: the replicas go anyway (force) and it gets fenced. */
-		v->e = NULL;
-	}
-	delete_submit(v, q);
-}
-
-/* ---- I/O ---- */
-
-static void engine_done(void *arg, int res)
-{
-	struct fvreq *q = arg;
-	struct fvol *v = q->v;
-	v->inflight--;
-	if (res == -ESTALE || (v->e && engine_fenced(v->e)))
-		vol_fence(v);
-	req_finish(q, res == 0 ? 0 : io_err(res));
-	check_close(v->fv);
-}
-
-static int open_io(struct fvol *v, struct fvreq *q)
-{
-	struct bdev b = engine_bdev(v->e);
-	uint64_t n;
-	int r;
-	switch (q->op) {
-	case OP_READ:
-		if (q->off >= v->size) {
-			memset(q->buf, 0, q->len);
-			req_defer(q, 0);
-			return 1;
-		}
-		n = v->size - q->off < q->len ? v->size - q->off : q->len;
-		if (n < q->len)
-			memset((char *)q->buf + n, 0, q->len - n);
-		r = b.ops->read(b.ctx, q->off, (uint32_t)n, q->buf, engine_done, q);
-		break;
-	case OP_WRITE:
-		if (q->off + q->len > v->size) {
-			start_grow(v, q->off + q->len);
-			return 0;
-		}
-		r = b.ops->write(b.ctx, q->off, (uint32_t)q->len, q->buf, q->flags, engine_done, q);
-		break;
-	case OP_FLUSH:
-		r = b.ops->flush(b.ctx, engine_done, q);
-		break;
-	case OP_ZERO:
-		if (q->off >= v->size || q->len == 0) {
-			req_defer(q, 0);
-			return 1;
-		}
-		n = v->size - q->off < q->len ? v->size - q->off : q->len;
-		r = b.ops->trim(b.ctx, q->off, n, true, 0, engine_done, q);
-		break;
-	case OP_DELETE:
-		if (v->pinned) {
-			req_defer(q, -EBUSY); /* its bdev is in use */
-			return 1;
-		}
-		start_delete(v, q);
-		return 1;
-	case OP_OPEN:
-		if (q->pin)
-			v->pinned = true;
-		if (q->bdev_out)
-			*q->bdev_out = b;
-		req_defer(q, 0);
-		return 1;
-	case OP_SNAP_CREATE:
-		r = engine_snapshot_create(v->e, q->snap, engine_done, q);
-		break;
-	case OP_SNAP_DELETE:
-		r = engine_snapshot_delete(v->e, q->snap, engine_done, q);
-		break;
-	case OP_SNAP_REVERT:
-		r = engine_snapshot_revert(v->e, q->snap, engine_done, q);
-		break;
-	default:
-		r = -EINVAL;
-	}
-	if (r < 0)
-		req_defer(q, io_err(r));
-	else
-		v->inflight++;
-	return 1;
-}
-
-static int missing_io(struct fvol *v, struct fvreq *q)
-{
-	int r = 0;
-	switch (q->op) {
-	case OP_READ:
-		memset(q->buf, 0, q->len);
-		req_defer(q, 0);
-		return 1;
-	case OP_FLUSH:
-	case OP_ZERO:
-		req_defer(q, 0);
-		return 1;
-	case OP_SNAP_DELETE:
-	case OP_SNAP_REVERT:
-		req_defer(q, -ENOENT);
-		return 1;
-	case OP_DELETE:
-		/* Replicas may still sit on a node that was down when the open looked. */
-		start_delete(v, q);
-		return 1;
-	case OP_OPEN:
-		if (!q->create_size) {
-			req_defer(q, -ENOENT);
-			return 1;
-		}
-		r = start_create(v, round_up(q->create_size, STORE_BLOCK));
-		break;
-	case OP_WRITE:
-		r = start_create(v, round_up(q->off + q->len, FILEVOL_CAP_STEP));
-		break;
-	case OP_SNAP_CREATE:
-		r = start_create(v, FILEVOL_CAP_STEP);
-		break;
-	}
-	if (r < 0)
-		req_defer(q, r);
-	return r < 0;
-}
-
-/* Runs q now if the volume's state allows (1), else starts what it waits for (0). */
-static int dispatch(struct fvol *v, struct fvreq *q)
-{
-	if (v->fv->closing) {
-		req_defer(q, -ECANCELED);
-		return 1;
-	}
-	if (v->st == FV_FENCED) {
-		req_defer(q, -ESTALE);
-		return 1;
-	}
-	if ((q->op == OP_READ || q->op == OP_WRITE) && q->len == 0) {
-		req_defer(q, 0); /* nothing to move, nothing to create */
-		return 1;
-	}
-	switch (v->st) {
-	case FV_CLOSED:
-		if (q->op == OP_DELETE) {
-			start_delete(v, q);
-			return 1;
-		}
-		start_open(v);
-		return 0;
-	case FV_OPEN:
-		if (v->growing)
-			return 0;
-		return open_io(v, q);
-	case FV_MISSING:
-		return missing_io(v, q);
-	default:
-		return 0;
-	}
-}
-
-static void vol_run(struct fvol *v)
-{
-	struct fvreq *q;
-	while ((q = q_pop(v))) {
-		if (!dispatch(v, q)) {
-			q_push_head(v, q);
-			break;
-		}
-	}
 }
 
 static int submit(struct filevol *fv, const char *vol, struct fvreq *q)
@@ -674,8 +119,8 @@ static int submit(struct filevol *fv, const char *vol, struct fvreq *q)
 	}
 	q->v = v;
 	v->last_use = loop_now_ms();
-	if (v->qhead || !dispatch(v, q))
-		q_push_tail(v, q);
+	if (v->qhead || !fvi_dispatch(v, q))
+		fvi_push_tail(v, q);
 	return 0;
 }
 
@@ -844,7 +289,7 @@ static void used_done(struct fv_job *j)
 		}
 	}
 	job_free(j);
-	check_close(fv);
+	fvi_check_close(fv);
 }
 
 uint64_t filevol_used(struct filevol *fv, const char *vol)
@@ -907,7 +352,7 @@ static void list_done(struct fv_job *j)
 	}
 	job_free(j);
 	open_all_one(oa, 0);
-	check_close(fv);
+	fvi_check_close(fv);
 }
 
 int filevol_open_all(struct filevol *fv, const char *prefix, filevol_cb cb, void *arg)
@@ -935,7 +380,7 @@ int filevol_open_all(struct filevol *fv, const char *prefix, filevol_cb cb, void
 
 /* ---- idle sweep, new, close ---- */
 
-static bool vol_quiet(const struct fvol *v)
+bool fvi_quiet(const struct fvol *v)
 {
 	return !v->qhead && !v->inflight && !v->jobs && !v->growing;
 }
@@ -949,10 +394,10 @@ static void sweep(void *arg)
 		struct fvol *next;
 		for (struct fvol *v = fv->tab[b]; v; v = next) {
 			next = v->hnext;
-			if (!vol_quiet(v) || now - v->last_use < fv->idle_ms)
+			if (!fvi_quiet(v) || now - v->last_use < fv->idle_ms)
 				continue;
 			if (v->st == FV_OPEN && !v->pinned)
-				start_close(v);
+				fvi_start_close(v);
 			else if (v->st == FV_MISSING ||
 				 /* keeps its cached used bytes a while longer */
 				 (v->st == FV_CLOSED && now - v->last_use >= 10ull * fv->idle_ms))
@@ -1025,23 +470,23 @@ static void close_final(void *arg)
 }
 
 /* During close: closes every idle engine, and finishes once nothing is left running. */
-static void check_close(struct filevol *fv)
+void fvi_check_close(struct filevol *fv)
 {
 	if (!fv->closing || fv->close_queued)
 		return;
 	bool busy = fv->jobs_out > 0;
 	for (size_t b = 0; b < fv->tabsz; b++) {
 		for (struct fvol *v = fv->tab[b]; v; v = v->hnext) {
-			if (v->st == FV_OPEN && vol_quiet(v)) {
-				start_close(v);
-			} else if (v->st == FV_FENCED && v->e && vol_quiet(v)) {
+			if (v->st == FV_OPEN && fvi_quiet(v)) {
+				fvi_start_close(v);
+			} else if (v->st == FV_FENCED && v->e && fvi_quiet(v)) {
 				v->jobs++;
-				if (engine_close(v->e, fenced_closed, v) < 0) {
+				if (engine_close(v->e, fvi_fenced_closed, v) < 0) {
 					v->jobs--;
 					v->e = NULL; /* cannot happen: nothing else runs on it */
 				}
 			}
-			busy |= v->e != NULL || !vol_quiet(v);
+			busy |= v->e != NULL || !fvi_quiet(v);
 		}
 	}
 	if (busy)
@@ -1065,7 +510,7 @@ int filevol_close(struct filevol *fv, filevol_cb cb, void *arg)
 	}
 	for (size_t b = 0; b < fv->tabsz; b++)
 		for (struct fvol *v = fv->tab[b]; v; v = v->hnext)
-			q_fail_all(v, -ECANCELED);
-	check_close(fv);
+			fvi_fail_all(v, -ECANCELED);
+	fvi_check_close(fv);
 	return 0;
 }

@@ -133,6 +133,24 @@ struct filevol {
 	void *close_arg;
 };
 
+/* filevol_vol.c: the state machine. fvi_dispatch runs q (1) or starts what it waits for and
+ * leaves it to be queued (0); fvi_run runs the queue. */
+int fvi_dispatch(struct fvol *v, struct fvreq *q);
+void fvi_run(struct fvol *v);
+void fvi_push_tail(struct fvol *v, struct fvreq *q);
+/* Completes q at the end of this loop iteration (never inside the caller's call). */
+void fvi_req_defer(struct fvreq *q, int res);
+void fvi_fail_all(struct fvol *v, int res);
+void fvi_start_close(struct fvol *v);
+void fvi_fenced_closed(void *arg, int res);
+
+/* filevol.c */
+void fvi_req_finish(struct fvreq *q, int res);
+/* No queue, engine call, job or grow outstanding. */
+bool fvi_quiet(const struct fvol *v);
+/* During filevol_close: closes idle engines and finishes once nothing runs. */
+void fvi_check_close(struct filevol *fv);
+
 int fvh_start(struct filevol *fv);
 /* Joins the helper thread; only with no job outstanding. */
 void fvh_stop(struct filevol *fv);
