@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nfsgw/exports.h"
 #include "nfsgw/gateway.h"
@@ -397,9 +398,17 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 	if (!r.body)
 		reply_err(&r, 500, "out of memory");
 	if (strcmp(method, "GET") || r.status >= 400) {
+		/* The same line shape as the gateway's own log (main.c). */
 		const char *err = json_string_value(json_object_get(r.body, "error"));
-		fprintf(stderr, "nfsgw api: %s %s -> %d%s%s\n", method, url, r.status,
-			err ? ": " : "", err ? err : "");
+		struct timespec ts;
+		struct tm tm;
+		char when[32];
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+		fprintf(stderr, "%s.%03ldZ nfsgw api: %s %s -> %d%s%s\n", when,
+			ts.tv_nsec / 1000000, method, url, r.status, err ? ": " : "",
+			err ? err : "");
 	}
 	enum MHD_Result ret = send_reply(conn, &r);
 	json_decref(r.body);

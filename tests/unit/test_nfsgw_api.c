@@ -1,0 +1,378 @@
+/*
+ * test_nfsgw_api: the gateway's control API (nfsgw/api.c) over real HTTP, in front of a real
+ * gateway (gateway_start on a loop thread of this process) whose replicas live on a real
+ * 3-node cluster of blockd processes started with the built blockctl ($BUILD or build-san):
+ * health and status, the export listing, add/rm with their replies, refusals of bad input
+ * with the right status and one-line error, and concurrent changes from several clients.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blockd/config.h"
+#include "blockd/http_client.h"
+#include "nfsgw/api.h"
+#include "nfsgw/gateway.h"
+#include "replica/loop.h"
+
+#define GW_HOST "127.0.0.72"
+#define T_MS 30000
+
+struct env {
+	char dir[64];
+	char build[1024];
+	char conf[128];
+	struct config cfg;
+	uint16_t api_port;
+	struct loop *l;
+	pthread_t loop_thread;
+	bool loop_running;
+	struct gateway *g;
+	struct nfsgw_api *api;
+};
+
+static void cluster_down(struct env *e)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "'%s/blockctl' -c '%s' cluster down >/dev/null 2>&1", e->build,
+		 e->conf);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cluster down failed\n");
+	for (unsigned i = 0; i < e->cfg.nnodes; i++) {
+		char p[CONFIG_PATH_MAX + 16];
+		snprintf(p, sizeof(p), "%s/blockd.pid", e->cfg.nodes[i].data);
+		FILE *f = fopen(p, "r");
+		int pid = 0;
+		if (f) {
+			if (fscanf(f, "%d", &pid) == 1 && pid > 0)
+				kill(pid, SIGKILL);
+			fclose(f);
+		}
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "rm %s failed\n", e->dir);
+}
+
+static void *loop_main(void *arg)
+{
+	struct env *e = arg;
+	loop_run(e->l);
+	return NULL;
+}
+
+static void start_cb(void *arg, int res)
+{
+	loop_done(arg, res);
+}
+
+static void gw_start_on_loop(void *arg, struct loop_waiter *w)
+{
+	struct env *e = arg;
+	struct gateway_params p = {.l = e->l, .cluster = &e->cfg, .name = "gwt"};
+	int r = gateway_start(&p, &e->g, start_cb, w);
+	if (r < 0)
+		loop_done(w, r);
+}
+
+static void gw_stop_on_loop(void *arg, struct loop_waiter *w)
+{
+	struct env *e = arg;
+	int r = gateway_stop(e->g, start_cb, w);
+	if (r < 0)
+		loop_done(w, r);
+}
+
+static void stop_loop(void *arg)
+{
+	loop_stop(arg);
+}
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -1;
+	const char *b = getenv("BUILD");
+	snprintf(e->build, sizeof(e->build), "%s", b && *b ? b : "build-san");
+	strcpy(e->dir, "/tmp/test_nfsgw_api.XXXXXX");
+	if (!mkdtemp(e->dir))
+		return -1;
+	snprintf(e->conf, sizeof(e->conf), "%s/cluster.conf", e->dir);
+	unsigned base = 27500 + (unsigned)(getpid() % 4) * 100;
+	e->api_port = (uint16_t)(base + 1);
+	char cmd[4096];
+	snprintf(cmd, sizeof(cmd),
+		 "BLOCKD_BIN='%s/blockd' ASAN_OPTIONS=detect_leaks=0 '%s/blockctl' cluster up "
+		 "--nodes 3 --dir '%s' --base-port %u --no-gateway >/dev/null",
+		 e->build, e->build, e->dir, base);
+	int r = system(cmd);
+	char err[256] = "";
+	if (r == 0)
+		r = config_load(e->conf, &e->cfg, err, sizeof(err));
+	if (r == 0) {
+		char ex[128];
+		snprintf(ex, sizeof(ex), "%s/exports", e->dir);
+		FILE *f = fopen(ex, "w");
+		r = f ? 0 : -errno;
+		if (f) {
+			fprintf(f, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+			fclose(f);
+		}
+		struct config_gateway *g = &e->cfg.gateways[e->cfg.ngateways++];
+		memset(g, 0, sizeof(*g));
+		strcpy(g->name, "gwt");
+		strcpy(g->host, GW_HOST);
+		g->nfs_port = 2049;
+		g->mount_port = 20048;
+		g->portmap_port = 111;
+		g->http_port = e->api_port;
+		snprintf(g->exports, sizeof(g->exports), "%s", ex);
+		strcpy(g->meta_volume, "nfsgw-meta");
+	}
+	if (r == 0)
+		r = loop_new(&e->l);
+	if (r == 0) {
+		r = -pthread_create(&e->loop_thread, NULL, loop_main, e);
+		e->loop_running = r == 0;
+	}
+	if (r == 0)
+		r = loop_call_wait(e->l, gw_start_on_loop, e);
+	if (r == 0)
+		r = nfsgw_api_start(e->g, e->l, GW_HOST, e->api_port, &e->api);
+	if (r != 0) {
+		fprintf(stderr, "setup failed (%d) %s\n", r, err);
+		if (e->loop_running) {
+			loop_call(e->l, stop_loop, e->l);
+			pthread_join(e->loop_thread, NULL);
+		}
+		if (e->l)
+			loop_free(e->l);
+		cluster_down(e);
+		free(e);
+		return -1;
+	}
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+	nfsgw_api_stop(e->api);
+	int r = loop_call_wait(e->l, gw_stop_on_loop, e);
+	if (r != 0)
+		fprintf(stderr, "gateway_stop: %d\n", r);
+	loop_call(e->l, stop_loop, e->l);
+	pthread_join(e->loop_thread, NULL);
+	loop_free(e->l);
+	cluster_down(e);
+	free(e);
+	return 0;
+}
+
+/* One request; returns the status and (if out) the parsed body. */
+static int req(struct env *e, const char *method, const char *path, const char *body, json_t **out)
+{
+	struct http_resp r;
+	assert_int_equal(http_request(GW_HOST, e->api_port, method, path, body, T_MS, &r), 0);
+	int st = r.status;
+	json_t *j = json_loadb(r.body, r.len, 0, NULL);
+	http_resp_free(&r);
+	if (st >= 400) {
+		/* Every error is {"error":"one line"}. */
+		const char *msg = json_string_value(json_object_get(j, "error"));
+		assert_non_null(msg);
+		assert_null(strchr(msg, '\n'));
+	}
+	if (out)
+		*out = j;
+	else
+		json_decref(j);
+	return st;
+}
+
+static json_t *find_export(json_t *ls, const char *path)
+{
+	size_t i;
+	json_t *x;
+	json_array_foreach(json_object_get(ls, "exports"), i, x)
+	{
+		if (!strcmp(json_string_value(json_object_get(x, "path")), path))
+			return x;
+	}
+	return NULL;
+}
+
+static void test_health_status(void **state)
+{
+	struct env *e = *state;
+	json_t *j;
+	assert_int_equal(req(e, "GET", "/v1/health", NULL, &j), 200);
+	assert_string_equal(json_string_value(json_object_get(j, "gateway")), "gwt");
+	assert_true(json_is_true(json_object_get(j, "ok")));
+	json_decref(j);
+	assert_int_equal(req(e, "GET", "/v1/gateway", NULL, &j), 200);
+	assert_string_equal(json_string_value(json_object_get(j, "host")), GW_HOST);
+	json_t *ex = json_object_get(j, "exports");
+	assert_int_equal(json_array_size(ex), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(ex, 0), "path")),
+			    "/vm-shared");
+	assert_true(json_integer_value(json_object_get(j, "epoch")) >= 1);
+	json_decref(j);
+}
+
+static void test_exports_ls(void **state)
+{
+	struct env *e = *state;
+	json_t *j;
+	assert_int_equal(req(e, "GET", "/v1/exports", NULL, &j), 200);
+	assert_non_null(strstr(json_string_value(json_object_get(j, "text")), "/vm-shared"));
+	json_t *x = find_export(j, "/vm-shared");
+	assert_non_null(x);
+	json_t *c = json_array_get(json_object_get(x, "clients"), 0);
+	assert_string_equal(json_string_value(json_object_get(c, "spec")), "127.0.0.0/8");
+	assert_true(json_is_true(json_object_get(c, "rw")));
+	assert_string_equal(json_string_value(json_object_get(c, "squash")), "no_root_squash");
+	json_decref(j);
+}
+
+static void test_export_add_rm(void **state)
+{
+	struct env *e = *state;
+	json_t *j;
+	assert_int_equal(req(e, "POST", "/v1/exports",
+			     "{\"line\":\"/isos 127.0.0.0/8(ro,all_squash,anonuid=1000)\"}", &j),
+			 201);
+	assert_string_equal(json_string_value(json_object_get(j, "path")), "/isos");
+	json_decref(j);
+	assert_int_equal(req(e, "GET", "/v1/exports", NULL, &j), 200);
+	json_t *x = find_export(j, "/isos");
+	assert_non_null(x);
+	json_t *c = json_array_get(json_object_get(x, "clients"), 0);
+	assert_false(json_is_true(json_object_get(c, "rw")));
+	assert_string_equal(json_string_value(json_object_get(c, "squash")), "all_squash");
+	assert_int_equal(json_integer_value(json_object_get(c, "anonuid")), 1000);
+	assert_non_null(find_export(j, "/vm-shared"));
+	json_decref(j);
+	/* The same path again replaces its line. */
+	assert_int_equal(req(e, "POST", "/v1/exports", "{\"line\":\"/isos 10.0.0.0/8(rw)\"}", NULL),
+			 201);
+	assert_int_equal(req(e, "GET", "/v1/exports", NULL, &j), 200);
+	c = json_array_get(json_object_get(find_export(j, "/isos"), "clients"), 0);
+	assert_string_equal(json_string_value(json_object_get(c, "spec")), "10.0.0.0/8");
+	json_decref(j);
+
+	assert_int_equal(req(e, "DELETE", "/v1/exports?path=/isos", NULL, &j), 200);
+	assert_true(json_is_true(json_object_get(j, "removed")));
+	json_decref(j);
+	assert_int_equal(req(e, "DELETE", "/v1/exports?path=/isos", NULL, NULL), 404);
+	assert_int_equal(req(e, "GET", "/v1/exports", NULL, &j), 200);
+	assert_null(find_export(j, "/isos"));
+	assert_non_null(find_export(j, "/vm-shared"));
+	json_decref(j);
+}
+
+static void test_bad_input(void **state)
+{
+	struct env *e = *state;
+	json_t *j;
+	assert_int_equal(req(e, "POST", "/v1/exports", "{\"line\":\"/x 1.2.3.4(bogus)\"}", &j),
+			 400);
+	assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "bad export line"));
+	json_decref(j);
+	assert_int_equal(req(e, "POST", "/v1/exports", "{\"line\":\"relative *(rw)\"}", NULL), 400);
+	assert_int_equal(req(e, "POST", "/v1/exports", "{\"line\":\"/a *(rw)\\n/b *(rw)\"}", NULL),
+			 400);
+	assert_int_equal(req(e, "POST", "/v1/exports", "{\"line\":\"# only a comment\"}", NULL),
+			 400);
+	assert_int_equal(req(e, "POST", "/v1/exports", "not json", NULL), 400);
+	assert_int_equal(req(e, "POST", "/v1/exports", "{\"line\":7}", NULL), 400);
+	assert_int_equal(req(e, "DELETE", "/v1/exports", NULL, NULL), 400);
+	assert_int_equal(req(e, "DELETE", "/v1/exports?path=relative", NULL, NULL), 400);
+	assert_int_equal(req(e, "GET", "/v1/nope", NULL, NULL), 404);
+	assert_int_equal(req(e, "PUT", "/v1/exports", "{}", NULL), 404);
+	size_t big = 100 * 1024;
+	char *b = malloc(big + 32);
+	assert_non_null(b);
+	strcpy(b, "{\"line\":\"");
+	memset(b + 9, 'a', big);
+	strcpy(b + 9 + big, "\"}");
+	assert_int_equal(req(e, "POST", "/v1/exports", b, NULL), 400);
+	free(b);
+	/* Nothing of that reached the table. */
+	assert_int_equal(req(e, "GET", "/v1/exports", NULL, &j), 200);
+	assert_int_equal(json_array_size(json_object_get(j, "exports")), 1);
+	json_decref(j);
+}
+
+struct worker {
+	struct env *e;
+	int id;
+	int failures;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	for (int i = 0; i < 5; i++) {
+		char body[128], path[64];
+		snprintf(body, sizeof(body), "{\"line\":\"/w%d 127.0.0.%d(rw)\"}", w->id,
+			 w->id + 1);
+		snprintf(path, sizeof(path), "/v1/exports?path=/w%d", w->id);
+		struct http_resp r;
+		if (http_request(GW_HOST, w->e->api_port, "POST", "/v1/exports", body, T_MS, &r) ||
+		    r.status != 201)
+			w->failures++;
+		else
+			http_resp_free(&r);
+		if (http_request(GW_HOST, w->e->api_port, "DELETE", path, NULL, T_MS, &r) ||
+		    r.status != 200)
+			w->failures++;
+		else
+			http_resp_free(&r);
+	}
+	return NULL;
+}
+
+static void test_concurrent_changes(void **state)
+{
+	struct env *e = *state;
+	enum { N = 4 };
+	struct worker w[N];
+	pthread_t t[N];
+	for (int i = 0; i < N; i++) {
+		w[i] = (struct worker){.e = e, .id = i + 1};
+		assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].failures, 0);
+	}
+	json_t *j;
+	assert_int_equal(req(e, "GET", "/v1/exports", NULL, &j), 200);
+	assert_int_equal(json_array_size(json_object_get(j, "exports")), 1);
+	json_decref(j);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_health_status),      cmocka_unit_test(test_exports_ls),
+	    cmocka_unit_test(test_export_add_rm),      cmocka_unit_test(test_bad_input),
+	    cmocka_unit_test(test_concurrent_changes),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
