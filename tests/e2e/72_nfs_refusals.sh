@@ -20,7 +20,7 @@ expect_errno() {
 	fi
 	grep -qE "$re" <<<"$out" || die "$* failed, but not with $re: $out"
 }
-ROFS='Read-only file system|Permission denied'
+ROFS='Read-only file system|Permission denied|ACCESS denied'
 ACCES='Permission denied|Operation not permitted'
 
 RW='127.0.0.0/8(rw,no_root_squash)'
@@ -112,6 +112,8 @@ expect_errno "$ROFS" "$NFS_OPS" "$D" symlink f /s
 expect_errno "$ROFS" "$NFS_OPS" "$D" unlink /f
 expect_errno "$ROFS" "$NFS_OPS" "$D" rmdir /dir
 expect_errno "$ROFS" qemu-io -f raw -c 'write -P 1 0 4k' "nfs://$NFS_HOST/data/f"
+out=$(qemu-io -r -f raw -c 'read -P 0xda 0 64k' "nfs://$NFS_HOST/data/f" 2>&1) &&
+	! grep -qiE 'fail|error|mismatch' <<<"$out" || die "qemu-io read-only on the ro export: $out"
 "$NFS_OPS" "$D" check /f 0 65536 0xda || die "the ro export's file changed"
 out=$("$NFS_OPS" "$D" stat /f) || die "stat /data/f"
 grep -q 'mode=0644 .* size=65536 ' <<<"$out" || die "the ro export's file attributes changed: $out"
