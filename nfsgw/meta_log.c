@@ -6,10 +6,10 @@
  * (magic, payload length, checkpoint generation, sequence number, XXH3) and whole operations,
  * cut at the first operation boundary past META_REC_TARGET, padded to 4 KiB so the next
  * record starts on a fresh block. Lazy timestamps ride along in the record that empties the
- * queue. A record with namespace changes is written with FUA, or followed by a flush when an
- * earlier record went without FUA (a lost earlier record would end replay before it); a
- * record of size changes only is written plainly (engine writes reach every in-sync
- * replica before they complete); meta_sync flushes.
+ * queue. A record with namespace changes (or a meta_sync) is written with FUA, or followed
+ * by a flush when an earlier record went without FUA (a lost earlier record would end replay
+ * before it); a record of size changes only is written plainly (engine writes reach every
+ * in-sync replica before they complete).
  *
  * Replay reads the log in windows and applies records while header, generation, sequence and
  * checksum all verify; the first that does not ends the log.
@@ -323,9 +323,9 @@ void ml_kick(struct meta *m)
 		take(m, k);
 		m->inflight = true;
 		uint32_t wflags = 0;
-		if ((flags & MW_SYNC) || ((flags & MW_FUA) && m->unflushed))
+		if ((flags & (MW_SYNC | MW_FUA)) && m->unflushed)
 			io->idx = 1; /* write, then flush */
-		else if (flags & MW_FUA)
+		else if (flags & (MW_SYNC | MW_FUA))
 			wflags = BDEV_FUA;
 		else
 			io->idx = 2;
