@@ -107,4 +107,46 @@ err=$("$BLOCKCTL" gateway status 2>&1)
 rc=$?
 set -e
 [ $rc -eq 1 ] && grep -q "does not answer" <<<"$err" || die "gateway status when down: $rc $err"
+log "ports taken on the gateway's address: cluster-range ports, and the URL says so"
+GW_HOST2=${GW_HOST2:-127.0.0.72}
+CLUSTER2=$WORK/cluster2
+cleanup2() {
+	local rc=$?
+	if [ -f "$CLUSTER2/cluster.conf" ]; then
+		"$BLOCKCTL" -c "$CLUSTER2/cluster.conf" cluster down >/dev/null 2>&1 || true
+	fi
+	for p in "$CLUSTER2"/*/blockd.pid "$CLUSTER2"/nfsgw.pid; do
+		[ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
+	done
+	[ -n "${HOLDER:-}" ] && kill "$HOLDER" 2>/dev/null || true
+	[ $rc -ne 0 ] && [ -f "$CLUSTER2/nfsgw.log" ] && tail -n 30 "$CLUSTER2/nfsgw.log"
+	(exit $rc)
+	cleanup
+}
+trap cleanup2 EXIT
+python3 -c "
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('$GW_HOST2', 2049))
+s.listen()
+print('listening', flush=True)
+time.sleep(120)" >"$WORK/holder.out" &
+HOLDER=$!
+for _ in $(seq 50); do grep -q listening "$WORK/holder.out" && break; sleep 0.1; done
+out=$("$BLOCKCTL" cluster up --nodes 1 --dir "$CLUSTER2" --base-port "$(gw_base_port)" \
+	--gateway-host "$GW_HOST2")
+echo "$out"
+kill "$HOLDER"
+HOLDER=
+grep -q "note: port 2049 of $GW_HOST2 already taken" <<<"$out" || die "no note about port 2049"
+url=$(grep -o "nfs://$GW_HOST2/vm-shared?nfsport=[0-9]*&mountport=[0-9]*" <<<"$out" | head -n1)
+[ -n "$url" ] || die "no nfs:// URL with explicit ports"
+grep -qE "mount -t nfs -o vers=3,proto=tcp,nolock,port=[0-9]+,mountport=[0-9]+ $GW_HOST2:/vm-shared" \
+	<<<"$out" || die "no mount line with explicit ports"
+grep -q '^portmap_port = 0' "$CLUSTER2/cluster.conf" || die "portmap_port not 0"
+nfs-cp "$WORK/f1" "${url%%\?*}/f2?${url#*\?}"
+nfs-cat "${url%%\?*}/f2?${url#*\?}" >"$WORK/f2.back"
+cmp "$WORK/f1" "$WORK/f2.back" || die "f2 read back differs"
+"$BLOCKCTL" -c "$CLUSTER2/cluster.conf" cluster down
 log "PASS"
