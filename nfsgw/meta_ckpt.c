@@ -162,7 +162,7 @@ static void ck_finish(struct meta *m, int res)
 		return;
 	}
 	/* The queued operations the image contains are durable now. */
-	ml_complete(m, &m->w, m->ck_covered, 0);
+	ml_complete(m, m->ck_covered, 0);
 	if (why == CKPT_FORMAT || why == CKPT_OPEN)
 		meta_open_done(m, 0);
 	else if (why == CKPT_CLOSE)

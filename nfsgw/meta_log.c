@@ -140,9 +140,8 @@ static void complete_flight(struct meta *m, int res)
 	m->flight.n -= n;
 }
 
-void ml_complete(struct meta *m, struct mwaits *w, size_t n, int res)
+void ml_complete(struct meta *m, size_t n, int res)
 {
-	(void)w;
 	if (take(m, n) < 0) {
 		ml_fail(m, -ENOMEM);
 		return;
@@ -227,7 +226,7 @@ static void write_done(struct meta *m, struct mio *io, int res)
 /* Completes, with the failure, everything waiting once nothing is in flight. */
 static void drain(struct meta *m)
 {
-	ml_complete(m, &m->w, m->w.n, m->ferr);
+	ml_complete(m, m->w.n, m->ferr);
 	m->q.len = 0;
 }
 
@@ -277,7 +276,7 @@ void ml_kick(struct meta *m)
 				start_flush(m);
 				return;
 			}
-			ml_complete(m, &m->w, k, 0);
+			ml_complete(m, k, 0);
 			continue;
 		}
 		uint64_t reclen = ALIGN_UP(META_HDR_SIZE + plen);

@@ -189,9 +189,8 @@ struct meta {
 	/* open / close / checkpoint state */
 	meta_cb open_cb, close_cb;
 	void *open_arg, *close_arg;
-	struct mio *scan; /* replay window */
-	uint64_t scan_off;
-	uint8_t *ck_img; /* while reading a checkpoint */
+	uint64_t scan_off; /* where the replay window starts */
+	uint8_t *ck_img;   /* while reading a checkpoint */
 	uint64_t ck_len;
 	uint64_t ck_gen, ck_hash;
 	uint32_t ck_pending;
@@ -235,7 +234,8 @@ int ml_defer(struct meta *m, meta_cb cb, void *arg, int res);
 int ml_wait(struct meta *m, meta_cb cb, void *arg, uint32_t flags);
 void ml_kick(struct meta *m);
 void ml_fail(struct meta *m, int res);
-void ml_complete(struct meta *m, struct mwaits *w, size_t n, int res);
+/* Completes the first n queued operations with res (they are durable, or failed). */
+void ml_complete(struct meta *m, size_t n, int res);
 void ml_replay_start(struct meta *m);
 void ml_lazy_arm(struct meta *m);
 

@@ -936,6 +936,21 @@ static void test_compaction(void **state)
 	for (int i = 0; i < ls.n; i++)
 		assert_int_equal(ls2.cookies[i], ls.cookies[i]);
 	check_tree(m);
+
+	/* A crash with a compaction half written: the old superblock, checkpoint and log still
+	 * hold everything acknowledged. */
+	m->compact_at = META_BLOCK;
+	uint64_t c1 = mk(env, m, d, "c1", META_REG, NULL);
+	struct pending *p = calloc(1, sizeof(*p));
+	env_hook_add(env, NULL, p, 0);
+	mk_async(m, d, "c2", p);
+	ml_kick(m);
+	assert_true(m->compacting);
+	meta_abandon(m);
+	m = mopen(env, e);
+	assert_int_equal(look(m, d, "c1"), c1);
+	assert_int_equal(p->done, 0);
+	check_tree(m);
 	mclose(env, m);
 	assert_int_equal(close_engine(env, e), 0);
 }
