@@ -148,5 +148,13 @@ grep -q '^portmap_port = 0' "$CLUSTER2/cluster.conf" || die "portmap_port not 0"
 nfs-cp "$WORK/f1" "${url%%\?*}/f2?${url#*\?}"
 nfs-cat "${url%%\?*}/f2?${url#*\?}" >"$WORK/f2.back"
 cmp "$WORK/f1" "$WORK/f2.back" || die "f2 read back differs"
-"$BLOCKCTL" -c "$CLUSTER2/cluster.conf" cluster down
+
+log "cluster down kills a gateway that ignores SIGTERM (after 10 s)"
+gw2=$(cat "$CLUSTER2/nfsgw.pid")
+kill -STOP "$gw2"
+err=$("$BLOCKCTL" -c "$CLUSTER2/cluster.conf" cluster down 2>&1)
+echo "$err"
+grep -q "gw1 (pid $gw2) ignored SIGTERM" <<<"$err" || die "no SIGKILL note for the gateway"
+for _ in $(seq 50); do gone "$gw2" && break; sleep 0.1; done
+gone "$gw2" || die "stopped gateway $gw2 survived cluster down"
 log "PASS"
