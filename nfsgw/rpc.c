@@ -49,6 +49,7 @@ struct rpc_conn {
 	int fd;
 	uint32_t refs;
 	bool dead, closing, kick_pending, out_blocked;
+	bool eof;	 /* the client sent FIN: answer what is in flight, then close */
 	uint32_t events; /* the epoll mask currently registered */
 
 	uint8_t *in; /* received bytes not yet parsed: [in_off, in_len) */
@@ -101,7 +102,7 @@ static void conn_update_events(struct rpc_conn *c)
 	if (c->dead)
 		return;
 	uint32_t ev = 0;
-	if (!c->closing && !conn_throttled(c))
+	if (!c->closing && !c->eof && !conn_throttled(c))
 		ev |= EPOLLIN;
 	if (c->out_head && c->out_blocked)
 		ev |= EPOLLOUT;
@@ -300,7 +301,7 @@ static void frag_progress(struct rpc_conn *c)
 static void conn_input(struct rpc_conn *c)
 {
 	int budget = RPC_READ_BUDGET;
-	while (!c->closing && !c->dead && !conn_throttled(c)) {
+	while (!c->closing && !c->dead && !c->eof && !conn_throttled(c)) {
 		if (c->in_off < c->in_len) {
 			uint32_t avail = c->in_len - c->in_off;
 			if (!c->in_frag) {
@@ -338,7 +339,7 @@ static void conn_input(struct rpc_conn *c)
 			break;
 		}
 		if (r == 0) {
-			c->closing = true;
+			c->eof = true;
 			break;
 		}
 		if (direct) {
@@ -354,6 +355,8 @@ static void conn_input(struct rpc_conn *c)
 
 static void conn_settle(struct rpc_conn *c)
 {
+	if (c->eof && c->inflight == 0 && !c->out_head)
+		c->closing = true;
 	if (c->closing)
 		conn_close(c);
 	else
@@ -366,7 +369,7 @@ static void conn_kick(void *arg)
 	c->kick_pending = false;
 	if (!c->dead) {
 		/* Input first: calls it dispatches may answer at once and join this send. */
-		if (c->in_off < c->in_len || c->in_frag || c->mark_have)
+		if (!c->eof && (c->in_off < c->in_len || c->in_frag || c->mark_have))
 			conn_input(c);
 		conn_flush(c);
 		conn_settle(c);
@@ -392,12 +395,10 @@ static void conn_on_event(void *arg, uint32_t events)
 	c->refs++;
 	if (events & EPOLLOUT)
 		conn_flush(c);
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-		if (conn_throttled(c))
-			c->closing = true; /* hung up while we were not reading */
-		else
-			conn_input(c);
-	}
+	if (events & (EPOLLHUP | EPOLLERR))
+		c->closing = true; /* both directions gone: nobody to answer */
+	else if ((events & EPOLLIN) && !conn_throttled(c) && !c->eof)
+		conn_input(c);
 	/* Replies produced by the calls just read go out in this pass's kick. */
 	conn_settle(c);
 	conn_unref(c);
@@ -426,7 +427,7 @@ void rpc_finish(struct rpc_callx *x, struct rpc_out *out)
 		c->out_tail = &out->next;
 		c->inflight_bytes += out_total(out);
 		conn_schedule_kick(c);
-	} else if (was_throttled && !conn_throttled(c)) {
+	} else if ((was_throttled && !conn_throttled(c)) || (c->eof && c->inflight == 0)) {
 		conn_schedule_kick(c);
 	}
 	conn_unref(c);

@@ -2,7 +2,8 @@
  * test_rpc: the RPC transport (nfsgw/rpc.h) over real loopback sockets. The server runs its
  * loop on a thread; the test is a blocking client that builds records by hand. Test program
  * 400000 v1-2: 0 NULL, 1 echo opaque, 2 reply after N ms, 3 reply with N data bytes (zero
- * copy), 4 like 3 but after N ms, 5 echo credentials, 6 decode {opaque, uint} (bad lengths).
+ * copy), 4 like 3 but after N ms, 5 echo credentials, 6 decode {opaque, uint} (bad lengths),
+ * 7 a reply too big to encode.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -158,6 +159,11 @@ static void tprog(void *ctx, struct rpc_call *c)
 		}
 		rpc_args_free(c, zdr_pair, &a);
 		rpc_reply(c, zdr_u32, &a.n);
+		return;
+	}
+	case 7: {
+		struct echo a = {.val = (char *)e->data, .len = sizeof(e->data)};
+		rpc_reply(c, zdr_echo, &a);
 		return;
 	}
 	default:
@@ -724,9 +730,8 @@ static void q_nconns(void *arg)
 	q->n = rpc_server_nconns(q->e->s);
 }
 
-static void test_close_with_calls_pending(void **state)
+static void close_with_calls_pending(struct env *e, bool reset)
 {
-	struct env *e = *state;
 	struct buf b = {0};
 	int fin0 = __atomic_load_n(&e->finished, __ATOMIC_SEQ_CST);
 	int rel0 = __atomic_load_n(&e->released, __ATOMIC_SEQ_CST);
@@ -738,7 +743,7 @@ static void test_close_with_calls_pending(void **state)
 		uint32_t l = b.len;
 		put(&b, 0);
 		call_hdr(&b, 1000 + (uint32_t)k, 2, TPROG, 1, k % 2 ? 4 : 2, 0, NULL);
-		put(&b, 100);
+		put(&b, 300);
 		uint32_t mark = htonl(0x80000000u | (b.len - l - 4));
 		memcpy(b.p + l, &mark, 4);
 	}
@@ -750,27 +755,98 @@ static void test_close_with_calls_pending(void **state)
 		usleep(5000);
 	assert_int_equal(__atomic_load_n(&e->dispatched, __ATOMIC_SEQ_CST) - dis0,
 			 RPC_MAX_INFLIGHT);
+	if (reset) {
+		/* RST: the server sees the connection die while its calls are pending. */
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
 	close(fd);
-	int disp = 0;
-	for (int k = 0; k < 400; k++) {
+	/* After a FIN the server may read more calls (until its first reply to the dead client
+	 * draws a RST); after our RST nothing more is dispatched. Either way every dispatched
+	 * call finishes and the connection goes away. */
+	struct nconns_q q = {.e = e, .n = 99};
+	int disp = 0, fin = -1;
+	for (int k = 0; k < 600; k++) {
+		loop_call(e->l, q_nconns, &q);
 		disp = __atomic_load_n(&e->dispatched, __ATOMIC_SEQ_CST) - dis0;
-		if (__atomic_load_n(&e->finished, __ATOMIC_SEQ_CST) - fin0 == disp && disp > 0)
+		fin = __atomic_load_n(&e->finished, __ATOMIC_SEQ_CST) - fin0;
+		if (q.n == 0 && fin == disp)
 			break;
 		usleep(5000);
 	}
-	assert_true(disp >= RPC_MAX_INFLIGHT);
-	assert_int_equal(__atomic_load_n(&e->finished, __ATOMIC_SEQ_CST) - fin0, disp);
-	/* Every reply_data of a dead connection was released once. */
-	int rel = __atomic_load_n(&e->released, __ATOMIC_SEQ_CST) - rel0;
-	assert_true(rel >= disp / 2 - 1 && rel <= disp / 2 + 1);
-	struct nconns_q q = {.e = e, .n = 99};
-	for (int k = 0; k < 100 && q.n != 0; k++) {
-		loop_call(e->l, q_nconns, &q);
-		if (q.n)
-			usleep(5000);
-	}
 	assert_int_equal(q.n, 0);
+	assert_int_equal(fin, disp);
+	if (reset)
+		assert_int_equal(disp, RPC_MAX_INFLIGHT);
+	assert_true(disp >= RPC_MAX_INFLIGHT && disp <= n);
+	/* Every reply_data (odd xids) was released exactly once, sent or not. */
+	assert_int_equal(__atomic_load_n(&e->released, __ATOMIC_SEQ_CST) - rel0, disp / 2);
 	free(b.p);
+}
+
+static void test_close_with_calls_pending(void **state)
+{
+	close_with_calls_pending(*state, false);
+}
+
+static void test_reset_with_calls_pending(void **state)
+{
+	close_with_calls_pending(*state, true);
+}
+
+/* More calls than RPC_MAX_INFLIGHT: the server pauses reading, then resumes and answers all. */
+static void test_flow_control(void **state)
+{
+	struct env *e = *state;
+	struct buf b = {0}, r = {0};
+	int fd = cl_connect(e);
+	const uint32_t n = 3 * RPC_MAX_INFLIGHT + 7;
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t l = b.len;
+		put(&b, 0);
+		call_hdr(&b, 5000 + k, 2, TPROG, 1, k % 3 ? 2 : 3, 0, NULL);
+		put(&b, k % 3 ? 5 : 100);
+		uint32_t mark = htonl(0x80000000u | (b.len - l - 4));
+		memcpy(b.p + l, &mark, 4);
+	}
+	writeall(fd, b.p, b.len);
+	uint8_t *seen = calloc(n, 1);
+	for (uint32_t k = 0; k < n; k++) {
+		assert_int_equal(recv_rec(fd, &r), 0);
+		uint32_t x = word(&r, 0) - 5000;
+		assert_true(x < n);
+		assert_false(seen[x]);
+		seen[x] = 1;
+		expect_success(&r, x + 5000);
+	}
+	/* Half-close: calls still in flight are answered before the server closes. */
+	b.len = 0;
+	call_hdr(&b, 9000, 2, TPROG, 1, 2, 0, NULL);
+	put(&b, 200);
+	send_rec(fd, &b, 1);
+	shutdown(fd, SHUT_WR);
+	assert_int_equal(recv_rec(fd, &r), 0);
+	expect_success(&r, 9000);
+	assert_true(closed_by_server(fd));
+	close(fd);
+	free(seen);
+	free(b.p);
+	free(r.p);
+}
+
+static void test_reply_too_big(void **state)
+{
+	struct env *e = *state;
+	struct buf r = {0};
+	int fd = cl_connect(e);
+	simple_call(fd, 90, TPROG, 1, 7, &r);
+	assert_int_equal(word(&r, 0), 90);
+	assert_int_equal(word(&r, 2), 0);
+	assert_int_equal(word(&r, 5), RPC_SYSTEM_ERR);
+	simple_call(fd, 91, TPROG, 1, 0, &r);
+	expect_success(&r, 91);
+	close(fd);
+	free(r.p);
 }
 
 static void test_listen_errors(void **state)
@@ -796,6 +872,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_bad_xdr_lengths, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reply_data_zero_copy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_with_calls_pending, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reset_with_calls_pending, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_flow_control, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reply_too_big, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_listen_errors, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
