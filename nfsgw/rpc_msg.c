@@ -17,8 +17,9 @@
  * So rpc_decode_args keeps the ZDR in the call until rpc_args_free() destroys it, decoded
  * opaque data may point into c->args (valid until the reply), and this file interposes
  * libnfs_zdr_bytes / _string / _array (the dynamic linker binds libnfs's own codecs to these
- * too): on decode they check the length word against maxsize and the bytes left, then call
- * libnfs's original. Encoding goes straight to the original.
+ * too): on decode they check the length word against the bytes left (and maxsize, except
+ * for zdr_bytes pointing into the buffer: libnfs's own opaque_auth decode passes maxsize 0),
+ * then call libnfs's original. Encoding goes straight to the original.
  */
 #include <dlfcn.h>
 #include <errno.h>
