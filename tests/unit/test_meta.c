@@ -8,6 +8,11 @@
 #include "nfsgw/meta.h"
 #include "nfsgw/meta_priv.h"
 
+/* Files in test_many's one directory. */
+#ifndef MANY
+#define MANY 10000
+#endif
+
 /* ---- helpers ---- */
 
 static struct meta *mopen(struct env *env, struct engine *e)
@@ -989,7 +994,7 @@ static int count_paged(struct meta *m, uint64_t d)
 
 static bool pend_n(void *arg)
 {
-	return ((struct pending *)arg)->done >= 10000;
+	return ((struct pending *)arg)->done >= MANY;
 }
 
 static void test_many(void **state)
@@ -1003,23 +1008,25 @@ static void test_many(void **state)
 	env_hook_add(env, NULL, p, 0);
 	uint64_t seq0 = m->seq, gen0 = m->gen;
 	char name[32];
-	for (int i = 0; i < 10000; i++) {
+	for (int i = 0; i < MANY; i++) {
 		snprintf(name, sizeof(name), "disk-%05d.img", i);
 		mk_async(m, d, name, p);
 	}
 	assert_true(run_until(env, pend_n, p, 15000));
 	assert_int_equal(p->failed, 0);
-	/* Group commit: far fewer records than operations. */
-	assert_int_equal(m->gen, gen0);
-	assert_true(m->seq - seq0 < 100);
-	assert_int_equal(count_paged(m, d), 10000);
+	/* Group commit: far fewer records than operations (and, at this size, no compaction). */
+	if (MANY <= 10000) {
+		assert_int_equal(m->gen, gen0);
+		assert_true(m->seq - seq0 < 100);
+	}
+	assert_int_equal(count_paged(m, d), MANY);
 	assert_true(look(m, d, "disk-04567.img") > 0);
 	mclose(env, m);
 	m = mopen(env, e);
-	assert_int_equal(count_paged(m, d), 10000);
+	assert_int_equal(count_paged(m, d), MANY);
 	struct meta_info mi;
 	meta_info(m, &mi);
-	assert_int_equal(mi.files, 10002);
+	assert_int_equal(mi.files, MANY + 2);
 	mclose(env, m);
 	assert_int_equal(close_engine(env, e), 0);
 }
