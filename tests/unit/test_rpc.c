@@ -3,7 +3,7 @@
  * loop on a thread; the test is a blocking client that builds records by hand. Test program
  * 400000 v1-2: 0 NULL, 1 echo opaque, 2 reply after N ms, 3 reply with N data bytes (zero
  * copy), 4 like 3 but after N ms, 5 echo credentials, 6 decode {opaque, uint} (bad lengths),
- * 7 a reply too big to encode.
+ * 7 a reply too big to encode, 8 decode libnfs's READ3args and answer its count.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include <nfsc/libnfs-raw-nfs.h>
 
 #include "nfsgw/rpc.h"
 
@@ -37,6 +39,11 @@ static uint32_t zdr_echo(ZDR *z, void *p, ...)
 static uint32_t zdr_u32(ZDR *z, void *p, ...)
 {
 	return zdr_u_int(z, p);
+}
+
+static uint32_t zdr_read3(ZDR *z, void *p, ...)
+{
+	return zdr_READ3args(z, p);
 }
 
 struct pair {
@@ -164,6 +171,17 @@ static void tprog(void *ctx, struct rpc_call *c)
 	case 7: {
 		struct echo a = {.val = (char *)e->data, .len = sizeof(e->data)};
 		rpc_reply(c, zdr_echo, &a);
+		return;
+	}
+	case 8: {
+		READ3args a;
+		if (rpc_decode_args(c, zdr_read3, &a, sizeof(a)) < 0) {
+			rpc_reply_accept(c, RPC_GARBAGE_ARGS);
+			return;
+		}
+		uint32_t n = a.count + a.file.data.data_len;
+		rpc_args_free(c, zdr_read3, &a);
+		rpc_reply(c, zdr_u32, &n);
 		return;
 	}
 	default:
@@ -657,6 +675,27 @@ static void test_bad_xdr_lengths(void **state)
 		assert_int_equal(recv_rec(fd, &r), 0);
 		assert_int_equal(word(&r, 0), 60 + k);
 		assert_int_equal(word(&r, 5), RPC_GARBAGE_ARGS);
+	}
+	/* libnfs's own codecs go through the checked zdr_bytes too: a file handle length word
+	 * of 2^31 would otherwise send the offset read 2 GiB before the record. */
+	for (uint32_t k = 0; k < 3; k++) {
+		b.len = 0;
+		call_hdr(&b, 80 + k, 2, TPROG, 1, 8, 0, NULL);
+		put(&b, k == 0 ? 0x80000000u : k == 1 ? 0xfffffffcu : 8);
+		for (int w = 0; w < 2; w++)
+			put(&b, 0x01010101);
+		put(&b, 0);
+		put(&b, 4096); /* offset */
+		put(&b, 1000); /* count */
+		send_rec(fd, &b, 1);
+		assert_int_equal(recv_rec(fd, &r), 0);
+		assert_int_equal(word(&r, 0), 80 + k);
+		if (k < 2) {
+			assert_int_equal(word(&r, 5), RPC_GARBAGE_ARGS);
+		} else {
+			assert_int_equal(word(&r, 5), RPC_SUCCESS);
+			assert_int_equal(word(&r, 6), 1008);
+		}
 	}
 	/* and a good one */
 	b.len = 0;
