@@ -46,6 +46,10 @@ bool gateway_up(const struct config_gateway *g);
 /* The nfs:// URL of path on g: plain when its portmapper is on 111 (what QEMU needs), else
  * with libnfs's ?nfsport=N&mountport=M. */
 void gateway_url(const struct config_gateway *g, const char *path, char *buf, size_t cap);
+/* cluster up's gateway (cluster_gw.c): adds [gateway.gw1] on host to cfg and writes the
+ * default exports file; starts every gateway of cfg that is down and waits for it. */
+void cluster_make_gateway(struct config *cfg, const char *dir, unsigned base, const char *host);
+void cluster_gateways_up(const struct config *cfg, const char *conf);
 
 /* One request to a node. body may be NULL. *out receives the parsed JSON reply (NULL when
  * the body is empty or not JSON); pass out NULL to ignore it. Returns 0 (any status) or a
