@@ -1,6 +1,7 @@
 /*
- * rpc_int: what rpc.c (sockets, record marking, queues) and rpc_msg.c (call headers, reply
- * encoding, argument decoding) share. Private to the RPC transport.
+ * rpc_int: what rpc.c (server, listeners), rpc_conn.c (connections, record marking, queues)
+ * and rpc_msg.c (call headers, reply encoding, argument decoding) share. Private to the RPC
+ * transport.
  */
 #ifndef BLOCKD_NFSGW_RPC_INT_H
 #define BLOCKD_NFSGW_RPC_INT_H
@@ -37,6 +38,55 @@ struct rpc_callx {
 	bool zdr_live;
 	ZDR zdr; /* owns what the argument codec allocated */
 };
+
+struct rpc_listener {
+	struct loop_timer *pause; /* re-enables accept after EMFILE & co */
+	struct rpc_listener *next;
+	struct rpc_server *s;
+	int fd;
+};
+
+struct rpc_server {
+	struct loop *l;
+	struct rpc_program progs[RPC_MAX_PROGRAMS];
+	uint32_t nprogs;
+	struct rpc_listener *listeners;
+	struct rpc_conn *conns;
+	uint32_t nconns;
+};
+
+struct rpc_conn {
+	struct rpc_conn *prev, *next; /* in s->conns while open */
+	struct rpc_server *s;	      /* NULL once closed */
+	struct loop *l;
+	int fd;
+	uint32_t refs;
+	bool dead, closing, kick_pending, out_blocked;
+	bool eof;	 /* the client sent FIN: answer what is in flight, then close */
+	uint32_t events; /* the epoll mask currently registered */
+
+	uint8_t *in; /* received bytes not yet parsed: [in_off, in_len) */
+	uint32_t in_off, in_len;
+	uint8_t mark[4];
+	uint32_t mark_have;
+	bool in_frag, frag_last;
+	uint32_t frag_left;
+	uint8_t *rec; /* the record being assembled */
+	uint32_t rec_len, rec_cap;
+
+	uint32_t inflight;
+	uint64_t inflight_bytes; /* records of unfinished calls + replies not yet sent */
+
+	struct rpc_out *out_head, **out_tail;
+	uint32_t out_off; /* bytes of out_head already sent */
+
+	struct sockaddr_storage peer, local;
+};
+
+/* Takes over an accepted socket: a new connection of s. */
+int rpc_conn_new(struct rpc_server *s, int fd, const struct sockaddr_storage *peer);
+/* Closes the socket and drops queued replies; calls in flight keep the memory alive. */
+void rpc_conn_close(struct rpc_conn *c);
 
 enum rpc_parse {
 	RPC_PARSE_OK,	   /* dispatch it */
