@@ -461,7 +461,18 @@ static void test_errors(void **state)
 	assert_int_equal(meta_readlink(m, l, buf, 1), -ERANGE);
 	assert_int_equal(meta_readdir(m, f, 0, list_fn, &ls), -ENOTDIR);
 	assert_int_equal(meta_readdir(m, 999, 0, list_fn, &ls), -ENOENT);
+	/* A tree whose checkpoint would not fit its area refuses to grow. */
+	uint64_t cap = m->ckpt_cap;
+	m->ckpt_cap = m->img_bytes + 1000;
+	assert_int_equal(mk_ex(env, m, META_ROOT, "big", META_REG, NULL, true, &id), -ENOSPC);
+	assert_int_equal(ln(env, m, f, META_ROOT, "big"), -ENOSPC);
+	m->ckpt_cap = cap;
 	struct hop *h = hop_new(0);
+	char *huge = malloc(META_EXPORTS_MAX + 2);
+	memset(huge, 'x', META_EXPORTS_MAX + 1);
+	huge[META_EXPORTS_MAX + 1] = 0;
+	assert_int_equal(meta_set_exports_text(m, huge, done_cb, &h->d), -EINVAL);
+	free(huge);
 	assert_int_equal(meta_note_write(m, d, 10, done_cb, &h->d), -EISDIR);
 	assert_int_equal(meta_note_write(m, 999, 10, done_cb, &h->d), -ENOENT);
 	assert_int_equal(meta_note_write(m, l, 10, done_cb, &h->d), -EINVAL);
