@@ -85,8 +85,8 @@ static void touch(struct minode *in, struct meta_time now)
 int meta_create(struct meta *m, const struct meta_create_args *a, uint64_t *fileid, bool *existed,
 		meta_cb cb, void *arg)
 {
-	struct minode *di;
-	size_t len, sl = 0;
+	struct minode *di = NULL;
+	size_t len = 0, sl = 0;
 	int r = op_begin(m);
 	if (r == 0)
 		r = dir_get(m, a->dir, &di);
@@ -158,8 +158,8 @@ int meta_create(struct meta *m, const struct meta_create_args *a, uint64_t *file
 int meta_link(struct meta *m, uint64_t fileid, uint64_t dir, const char *name, meta_cb cb,
 	      void *arg)
 {
-	struct minode *di, *in = NULL;
-	size_t len;
+	struct minode *di = NULL, *in = NULL;
+	size_t len = 0;
 	int r = op_begin(m);
 	if (r == 0 && !(in = mt_inode(m, fileid)))
 		r = -ENOENT;
@@ -210,8 +210,8 @@ static int unlink_target(struct meta *m, struct minode *t, struct meta_time now,
 int meta_remove(struct meta *m, uint64_t dir, const char *name, bool rmdir, uint64_t *freed_reg,
 		meta_cb cb, void *arg)
 {
-	struct minode *di;
-	size_t len;
+	struct minode *di = NULL;
+	size_t len = 0;
 	int r = op_begin(m);
 	if (r == 0)
 		r = dir_get(m, dir, &di);
@@ -267,8 +267,8 @@ static int ancestry_check(struct meta *m, uint64_t src, uint64_t dir)
 int meta_rename(struct meta *m, uint64_t from_dir, const char *from, uint64_t to_dir,
 		const char *to, uint64_t *freed_reg, meta_cb cb, void *arg)
 {
-	struct minode *fdi, *tdi;
-	size_t flen, tlen;
+	struct minode *fdi = NULL, *tdi = NULL;
+	size_t flen = 0, tlen = 0;
 	int r = op_begin(m);
 	if (r == 0)
 		r = dir_get(m, from_dir, &fdi);
