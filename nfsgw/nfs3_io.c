@@ -40,14 +40,15 @@ void nfs3_proc_read(struct nfs3_req *r)
 		nfs3_fail(r, st);
 		return;
 	}
-	nfs3_post_op_from(r->n, &at, &ok->file_attributes);
 	if (at.type != META_REG) {
+		nfs3_post_op_from(r->n, &at, &ok->file_attributes);
 		nfs3_fail(r, at.type == META_DIR ? NFS3ERR_ISDIR : NFS3ERR_INVAL);
 		return;
 	}
 	/* Exec permission is enough: a client executing a file reads it. */
 	if (nfs3_may(&at, &r->cred, NFS3_MAY_READ, true) &&
 	    nfs3_may(&at, &r->cred, NFS3_MAY_EXEC, false)) {
+		nfs3_post_op_from(r->n, &at, &ok->file_attributes);
 		nfs3_fail(r, NFS3ERR_ACCES);
 		return;
 	}
@@ -59,6 +60,7 @@ void nfs3_proc_read(struct nfs3_req *r)
 	ok->count = len;
 	ok->eof = a->offset + len >= at.size;
 	if (len == 0) {
+		nfs3_post_op_from(r->n, &at, &ok->file_attributes);
 		nfs3_reply_read(r, NULL, 0);
 		return;
 	}
@@ -112,6 +114,15 @@ static void write_meta_noted(void *arg, int res)
 	write_part(r, res);
 }
 
+/* A refusal before any I/O: the file is unchanged, before and after are the same. */
+static void write_refuse(struct nfs3_req *r, nfsstat3 st)
+{
+	wcc_data *w = &r->res.write.WRITE3res_u.resfail.file_wcc;
+	nfs3_pre_op(&r->pre, &w->before);
+	nfs3_post_op_from(r->n, &r->pre, &w->after);
+	nfs3_fail(r, st);
+}
+
 void nfs3_proc_write(struct nfs3_req *r)
 {
 	WRITE3args *a = &r->args.write;
@@ -120,28 +131,26 @@ void nfs3_proc_write(struct nfs3_req *r)
 		nfs3_fail(r, st);
 		return;
 	}
-	nfs3_wcc(r->n, &r->pre, 0, &r->res.write.WRITE3res_u.resfail.file_wcc);
-	nfs3_post_op_from(r->n, &r->pre, &r->res.write.WRITE3res_u.resfail.file_wcc.after);
 	if (r->ro) {
-		nfs3_fail(r, NFS3ERR_ROFS);
+		write_refuse(r, NFS3ERR_ROFS);
 		return;
 	}
 	if (r->pre.type != META_REG) {
-		nfs3_fail(r, r->pre.type == META_DIR ? NFS3ERR_ISDIR : NFS3ERR_INVAL);
+		write_refuse(r, r->pre.type == META_DIR ? NFS3ERR_ISDIR : NFS3ERR_INVAL);
 		return;
 	}
 	if (nfs3_may(&r->pre, &r->cred, NFS3_MAY_WRITE, true)) {
-		nfs3_fail(r, NFS3ERR_ACCES);
+		write_refuse(r, NFS3ERR_ACCES);
 		return;
 	}
 	if (a->data.data_len != a->count ||
 	    (a->stable != UNSTABLE && a->stable != DATA_SYNC && a->stable != FILE_SYNC)) {
-		nfs3_fail(r, NFS3ERR_INVAL);
+		write_refuse(r, NFS3ERR_INVAL);
 		return;
 	}
 	uint32_t len = a->count > NFS3_MAX_IO ? NFS3_MAX_IO : a->count;
 	if (a->offset > FILEVOL_MAX_SIZE || FILEVOL_MAX_SIZE - a->offset < len) {
-		nfs3_fail(r, NFS3ERR_FBIG);
+		write_refuse(r, NFS3ERR_FBIG);
 		return;
 	}
 	r->sa.size = len; /* the count we answer */
