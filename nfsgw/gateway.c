@@ -162,50 +162,7 @@ static void fence_arm(struct gateway *g)
 
 /* ---- start-up chain ---- */
 
-static const uint32_t mount_versions[] = {1, 2, 3};
-
-static int register_programs(struct gateway *g)
-{
-	if (g->pmap == GW_PMAP_OWN) {
-		int r = 0;
-		for (size_t i = 0; i < 3 && !r; i++)
-			r = portmap_set(g->pm, MOUNT_PROG, mount_versions[i], PMAP_PROT_TCP,
-					g->cfg.mount_port);
-		if (!r)
-			r = portmap_set(g->pm, NFS3_PROG, 3, PMAP_PROT_TCP, g->cfg.nfs_port);
-		return r;
-	}
-	/* The host's portmapper (blocking, but short, and only at start-up and stop). A
-	 * registration left by an earlier run makes SET answer FALSE: unset, then set. */
-	struct {
-		uint32_t prog, vers;
-		uint16_t port;
-	} regs[] = {{MOUNT_PROG, 1, g->cfg.mount_port},
-		    {MOUNT_PROG, 2, g->cfg.mount_port},
-		    {MOUNT_PROG, 3, g->cfg.mount_port},
-		    {NFS3_PROG, 3, g->cfg.nfs_port}};
-	for (size_t i = 0; i < sizeof(regs) / sizeof(regs[0]); i++) {
-		int r = pmap_client_set(g->cfg.host, regs[i].prog, regs[i].vers, PMAP_PROT_TCP,
-					regs[i].port);
-		if (r == -EEXIST) {
-			pmap_client_unset(g->cfg.host, regs[i].prog, regs[i].vers);
-			r = pmap_client_set(g->cfg.host, regs[i].prog, regs[i].vers, PMAP_PROT_TCP,
-					    regs[i].port);
-		}
-		if (r)
-			return r;
-	}
-	return 0;
-}
-
-static void unregister_programs(struct gateway *g)
-{
-	if (g->pmap != GW_PMAP_HOST)
-		return;
-	for (size_t i = 0; i < 3; i++)
-		pmap_client_unset(g->cfg.host, MOUNT_PROG, mount_versions[i]);
-	pmap_client_unset(g->cfg.host, NFS3_PROG, 3);
-}
+static void on_registered(struct gateway *g, int r);
 
 static void on_files(void *arg, int res)
 {
@@ -254,7 +211,12 @@ static void on_files(void *arg, int res)
 		fail(g, r, "NFS on %s:%u: %s", host, g->cfg.nfs_port, strerror(-r));
 		return;
 	}
-	r = register_programs(g);
+	gw_pmap_register(g, on_registered);
+}
+
+static void on_registered(struct gateway *g, int r)
+{
+	const char *host = g->cfg.host;
 	if (r && g->pmap == GW_PMAP_OWN) {
 		fail(g, r, "portmapper registration: %s", strerror(-r));
 		return;
@@ -488,6 +450,8 @@ static void td_drain(void *arg)
 	td_close_meta(t);
 }
 
+static void td_unregistered(struct gateway *g, int res);
+
 static void teardown(struct gateway *g, void (*done)(struct gateway *g))
 {
 	g->state = GW_STOPPING;
@@ -504,7 +468,16 @@ static void teardown(struct gateway *g, void (*done)(struct gateway *g))
 	}
 	t->g = g;
 	t->done = done;
-	unregister_programs(g);
+	g->td = t;
+	/* Off the host's rpcbind first, so nobody is sent to ports about to close. */
+	gw_pmap_unregister(g, td_unregistered);
+}
+
+static void td_unregistered(struct gateway *g, int res)
+{
+	(void)res;
+	struct gw_teardown *t = g->td;
+	g->td = NULL;
 	if (g->rpc) {
 		/* Closes every listener and connection; calls still in handlers finish into
 		 * the void. MOUNT and the portmapper answer synchronously: nothing of theirs is

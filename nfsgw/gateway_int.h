@@ -56,6 +56,7 @@ struct gateway {
 	struct rpc_server *rpc;
 	struct portmap *pm;
 	enum gw_pmap pmap;
+	bool pmap_host_tried; /* registration with the host's rpcbind was attempted */
 	struct mount_prog *mnt;
 	struct nfs3 *nfs;
 
@@ -68,6 +69,7 @@ struct gateway {
 	gateway_cb cb;
 	void *cb_arg;
 	int err;
+	void *td; /* the teardown in progress (gateway.c) */
 	struct loop_timer *drain_timer;
 	uint64_t drain_polls;
 };
@@ -83,5 +85,10 @@ const struct exports *gw_exports(void *ctx);
 int gw_mount_resolve(void *ctx, const struct export *e, const char *path, uint8_t *fh,
 		     uint32_t *fh_len);
 void gw_exports_free(struct gateway *g);
+
+/* gateway_pmap.c: MOUNT v1-v3 and NFS v3 into our portmapper (at once) or the host's
+ * rpcbind (on a helper thread; the client blocks). done(g, res) on the loop thread. */
+void gw_pmap_register(struct gateway *g, void (*done)(struct gateway *g, int res));
+void gw_pmap_unregister(struct gateway *g, void (*done)(struct gateway *g, int res));
 
 #endif

@@ -1,9 +1,10 @@
 /*
  * test_gateway: whole gateways (gateway_start/stop) against a real 3-node cluster of blockd
  * processes (`blockctl cluster up --no-gateway`, $BUILD or build-san), on 127.0.0.47 and
- * 127.0.0.48 with their own portmappers: start-up refusals, MNT and a libnfs mount through
- * the portmapper, status JSON, export add/rm (directory created, exports file rewritten),
- * handles that survive a restart, and fencing of a gateway by a newer one.
+ * 127.0.0.48 with their own portmappers: start-up refusals, MNT and a libnfs mount, status
+ * JSON, export add/rm (directory created, exports file rewritten), handles that survive a
+ * restart, fencing of a gateway by a newer one; and on 127.0.0.49, where port 111 is taken by
+ * a "host rpcbind", registration there (and removal at stop).
  *
  * The loop runs on its own thread; the test thread drives gateways with loop_call_wait.
  */
@@ -34,10 +35,13 @@
 #include "blockd/config.h"
 #include "nfsgw/gateway.h"
 #include "nfsgw/nfs3.h"
+#include "nfsgw/portmap.h"
+#include "nfsgw/rpc.h"
 #include "replica/loop.h"
 
 #define HOST_A "127.0.0.47"
 #define HOST_B "127.0.0.48"
+#define HOST_C "127.0.0.49" /* a "host rpcbind" (our portmapper on a loop of its own) there */
 
 struct env {
 	char dir[64];
@@ -143,6 +147,7 @@ static int group_setup(void **state)
 	e->cfg.ngateways = 0;
 	add_gateway(e, "gwa", HOST_A);
 	add_gateway(e, "gwb", HOST_B);
+	add_gateway(e, "gwc", HOST_C);
 	E = e;
 	return 0;
 }
@@ -518,6 +523,111 @@ static void test_fencing(void **state)
 	assert_int_equal(gw_stop(&b), 0);
 }
 
+struct getport {
+	bool done;
+	int status;
+	uint32_t port;
+};
+
+static void getport_cb(struct rpc_context *rpc, int status, void *data, void *priv)
+{
+	(void)rpc;
+	struct getport *g = priv;
+	g->done = true;
+	g->status = status;
+	if (status == RPC_STATUS_SUCCESS && data)
+		g->port = *(uint32_t *)data;
+}
+
+static void pmap_connect_cb(struct rpc_context *rpc, int status, void *data, void *priv)
+{
+	(void)rpc;
+	(void)data;
+	struct getport *g = priv;
+	g->done = true;
+	g->status = status;
+}
+
+static void rpc_wait(struct rpc_context *rpc, bool *done)
+{
+	uint64_t deadline = loop_now_ms() + 10000;
+	while (!*done) {
+		assert_true(loop_now_ms() < deadline);
+		struct pollfd p = {.fd = rpc_get_fd(rpc), .events = (short)rpc_which_events(rpc)};
+		int n = poll(&p, 1, 100);
+		assert_true(n >= 0);
+		assert_int_equal(rpc_service(rpc, n > 0 ? p.revents : 0), 0);
+	}
+}
+
+/* PMAP2 GETPORT at host:111 (0: not registered). */
+static uint32_t getport(const char *host, uint32_t prog, uint32_t vers)
+{
+	struct rpc_context *rpc = rpc_init_context();
+	assert_non_null(rpc);
+	struct getport g = {0};
+	assert_int_equal(rpc_connect_async(rpc, host, 111, pmap_connect_cb, &g), 0);
+	rpc_wait(rpc, &g.done);
+	assert_int_equal(g.status, RPC_STATUS_SUCCESS);
+	g.done = false;
+	assert_int_equal(
+	    rpc_pmap2_getport_async(rpc, (int)prog, (int)vers, PMAP_PROT_TCP, getport_cb, &g), 0);
+	rpc_wait(rpc, &g.done);
+	assert_int_equal(g.status, RPC_STATUS_SUCCESS);
+	rpc_destroy_context(rpc);
+	return g.port;
+}
+
+struct rpcbind {
+	struct loop *l;
+	struct rpc_server *s;
+	struct portmap *pm;
+	pthread_t thread;
+};
+
+static void test_host_rpcbind(void **state)
+{
+	(void)state;
+	/* The gateway's registration client blocks, so the "host rpcbind" runs elsewhere. */
+	struct rpcbind rb;
+	assert_int_equal(loop_new(&rb.l), 0);
+	assert_int_equal(rpc_server_new(rb.l, &rb.s), 0);
+	assert_int_equal(portmap_new(rb.s, 111, &rb.pm), 0);
+	assert_int_equal(rpc_server_listen(rb.s, HOST_C, 111, NULL), 0);
+	assert_int_equal(pthread_create(&rb.thread, NULL, loop_thread, rb.l), 0);
+
+	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	struct gw x;
+	assert_int_equal(gw_start(&x, "gwc"), 0);
+	json_t *s = gw_status(&x);
+	assert_string_equal(json_string_value(json_object_get(s, "portmap")), "host");
+	assert_string_equal(json_string_value(json_object_get(
+				json_array_get(json_object_get(s, "exports"), 0), "url")),
+			    "nfs://" HOST_C "/vm-shared");
+	json_decref(s);
+	assert_int_equal(getport(HOST_C, 100005, 3), 20048);
+	assert_int_equal(getport(HOST_C, 100005, 1), 20048);
+	assert_int_equal(getport(HOST_C, 100003, 3), 2049);
+	/* A libnfs mount that asks the portmapper, as QEMU does. */
+	struct nfs_context *nfs = nfs_init_context();
+	assert_non_null(nfs);
+	if (nfs_mount(nfs, HOST_C, "/vm-shared"))
+		fail_msg("nfs_mount: %s", nfs_get_error(nfs));
+	struct nfs_stat_64 st;
+	assert_int_equal(nfs_stat64(nfs, "/", &st), 0);
+	nfs_destroy_context(nfs);
+	/* Stopping takes the registrations back. */
+	assert_int_equal(gw_stop(&x), 0);
+	assert_int_equal(getport(HOST_C, 100005, 3), 0);
+	assert_int_equal(getport(HOST_C, 100003, 3), 0);
+
+	loop_post(rb.l, stop_fn, rb.l);
+	pthread_join(rb.thread, NULL);
+	rpc_server_free(rb.s);
+	portmap_free(rb.pm);
+	loop_free(rb.l);
+}
+
 static int test_teardown(void **state)
 {
 	(void)state;
@@ -534,6 +644,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_serve, test_teardown),
 	    cmocka_unit_test_teardown(test_restart_keeps_handles, test_teardown),
 	    cmocka_unit_test_teardown(test_fencing, test_teardown),
+	    cmocka_unit_test_teardown(test_host_rpcbind, test_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
