@@ -12,13 +12,16 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "blockd/config.h"
@@ -27,7 +30,7 @@
 #include "nfsgw/gateway.h"
 #include "replica/loop.h"
 
-#define GW_HOST "127.0.0.72"
+#define GW_HOST "127.0.0.73"
 #define T_MS 30000
 
 struct env {
@@ -64,6 +67,37 @@ static void cluster_down(struct env *e)
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "rm %s failed\n", e->dir);
+}
+
+static bool port_free(const char *host, unsigned port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	inet_pton(AF_INET, host, &a.sin_addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* A base port in 27100-27800 whose API and node ports are free: other tests of the same
+ * range (e2e 75_gateway_cli) may be running. */
+static unsigned free_base(unsigned seed)
+{
+	unsigned base = 27100;
+	for (unsigned k = 0; k < 8; k++) {
+		base = 27100 + ((seed + k) % 8) * 100;
+		bool ok = port_free(GW_HOST, base + 1);
+		for (unsigned i = 1; i <= 3 && ok; i++)
+			for (unsigned j = 1; j <= 3 && ok; j++)
+				ok = port_free("127.0.0.1", base + 10 * i + j);
+		if (ok)
+			break;
+	}
+	return base;
 }
 
 static void *loop_main(void *arg)
@@ -111,7 +145,7 @@ static int setup(void **state)
 	if (!mkdtemp(e->dir))
 		return -1;
 	snprintf(e->conf, sizeof(e->conf), "%s/cluster.conf", e->dir);
-	unsigned base = 27500 + (unsigned)(getpid() % 4) * 100;
+	unsigned base = free_base((unsigned)getpid());
 	e->api_port = (uint16_t)(base + 1);
 	char cmd[4096];
 	snprintf(cmd, sizeof(cmd),
