@@ -7,6 +7,7 @@
 #include "engine_env.h"
 #include "nfsgw/meta.h"
 #include "nfsgw/meta_priv.h"
+#include <xxhash.h>
 
 /* Files in test_many's one directory. */
 #ifndef MANY
@@ -1098,6 +1099,135 @@ static void test_note_write(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+/* The whole tree as one hash: every inode's attributes, symlink target and entries. */
+static uint64_t tree_hash(struct meta *m)
+{
+	uint64_t h = 0;
+	for (uint64_t id = 1; id < m->next_fileid; id++) {
+		struct minode *in = mt_inode(m, id);
+		if (!in)
+			continue;
+		struct meta_attr a = in->a;
+		uint64_t v[16] = {a.fileid,
+				  a.gen,
+				  a.type,
+				  a.mode,
+				  a.nlink,
+				  a.uid,
+				  a.gid,
+				  a.size,
+				  a.rdev_major,
+				  a.rdev_minor,
+				  (uint64_t)a.mtime.sec,
+				  a.mtime.nsec,
+				  (uint64_t)a.ctime.sec,
+				  a.ctime.nsec,
+				  (uint64_t)a.atime.sec,
+				  a.parent};
+		h = XXH3_64bits_withSeed(v, sizeof(v), h);
+		if (in->symlink)
+			h = XXH3_64bits_withSeed(in->symlink, strlen(in->symlink), h);
+		if (in->dir) {
+			h = XXH3_64bits_withSeed(&in->dir->next_cookie, 8, h);
+			for (size_t k = 0; k < in->dir->n; k++) {
+				struct mdent *d = in->dir->v[k].d;
+				if (!d)
+					continue;
+				uint64_t e[2] = {d->cookie, d->fileid};
+				h = XXH3_64bits_withSeed(e, sizeof(e), h);
+				h = XXH3_64bits_withSeed(d->name, d->namelen, h);
+			}
+		}
+	}
+	return XXH3_64bits_withSeed(&m->next_fileid, 8, h);
+}
+
+/* A random live inode (a directory when dir). */
+static uint64_t pick(struct meta *m, bool dir)
+{
+	uint64_t ids[512];
+	size_t n = 0;
+	for (size_t i = 0; i < m->ihn; i++)
+		for (struct minode *in = m->ih[i]; in && n < 512; in = in->hnext)
+			if (!dir || in->dir)
+				ids[n++] = in->a.fileid;
+	return n ? ids[(size_t)rand() % n] : META_ROOT;
+}
+
+/* Random operations (errors included) on a small name space, with frequent compactions;
+ * every so often a crash or a clean close, after which the reopened tree must be exactly the
+ * acknowledged one. */
+static void test_random(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	struct meta *m = mopen(env, e);
+	srand(42);
+	char a[8], b[8];
+	int ok = 0;
+	for (int step = 1; step <= 360; step++) {
+		m->compact_at = 48 << 10;
+		uint64_t d1 = pick(m, true), d2 = pick(m, true), id = pick(m, rand() % 8 == 0);
+		snprintf(a, sizeof(a), "n%d", rand() % 6);
+		snprintf(b, sizeof(b), "n%d", rand() % 6);
+		if (rand() % 3 == 0)
+			d1 = META_ROOT;
+		int r;
+		switch (rand() % 8) {
+		case 0:
+		case 1: {
+			enum meta_type t = rand() % 3 == 0 ? META_DIR : META_REG;
+			if (rand() % 8 == 0)
+				t = META_LNK;
+			r = mk_ex(env, m, d1, a, t, "tgt", rand() % 2, NULL);
+			break;
+		}
+		case 2:
+			r = ln(env, m, id, d1, a);
+			break;
+		case 3:
+			r = rm(env, m, d1, a, rand() % 2, NULL);
+			break;
+		case 4:
+		case 5:
+			r = mv(env, m, d1, a, d2, b, NULL);
+			break;
+		case 6: {
+			struct meta_setattr sa = {.mask = META_SET_MODE | META_SET_SIZE,
+						  .mode = (uint32_t)rand() & 0777,
+						  .size = (uint64_t)rand()};
+			r = setattr(env, m, id, &sa);
+			break;
+		}
+		default: {
+			struct hop *h = hop_new(0);
+			r = finish(
+			    env, h,
+			    meta_note_write(m, id, (uint64_t)rand() % 100000, done_cb, &h->d));
+			break;
+		}
+		}
+		assert_true(r <= 0);
+		ok += r == 0;
+		check_tree(m);
+		if (step % 40 == 0) {
+			struct hop *h = hop_new(0);
+			assert_int_equal(finish(env, h, meta_sync(m, done_cb, &h->d)), 0);
+			uint64_t want = tree_hash(m);
+			if (step % 80 == 0)
+				mclose(env, m);
+			else
+				meta_abandon(m);
+			m = mopen(env, e);
+			assert_int_equal(tree_hash(m), want);
+		}
+	}
+	assert_true(ok > 100);
+	mclose(env, m);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1114,6 +1244,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_note_write, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_random, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
