@@ -17,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nfsc/libnfs.h>
@@ -628,6 +630,103 @@ static void test_host_rpcbind(void **state)
 	loop_free(rb.l);
 }
 
+/* Runs $BUILD/nfsgw with args (BLOCKD_CONF=conf when conf is set); returns its pid. Everything
+ * the child needs is built before fork: this process has other threads. */
+extern char **environ;
+
+static pid_t spawn_nfsgw(const char *conf, const char *gw, const char *pidfile)
+{
+	char bin[1100], log[160], confenv[200];
+	snprintf(bin, sizeof(bin), "%s/nfsgw", E->build);
+	snprintf(log, sizeof(log), "%s/nfsgw-test.log", E->dir);
+	snprintf(confenv, sizeof(confenv), "BLOCKD_CONF=%s", conf ? conf : "");
+	size_t n = 0;
+	while (environ[n])
+		n++;
+	char **envp = calloc(n + 2, sizeof(*envp));
+	assert_non_null(envp);
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], "BLOCKD_CONF=", 12))
+			envp[k++] = environ[i];
+	if (conf)
+		envp[k++] = confenv;
+	char *argv[6] = {bin};
+	int a = 1;
+	if (gw) {
+		argv[a++] = "--gateway";
+		argv[a++] = (char *)gw;
+	}
+	if (pidfile) {
+		argv[a++] = "--pidfile";
+		argv[a++] = (char *)pidfile;
+	}
+	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(fd, 2);
+		execve(bin, argv, envp);
+		_exit(127);
+	}
+	close(fd);
+	free(envp);
+	return pid;
+}
+
+static int wait_exit(pid_t pid)
+{
+	int st = 0;
+	uint64_t deadline = loop_now_ms() + 20000;
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			break;
+		if (loop_now_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			fail_msg("nfsgw %d did not exit", (int)pid);
+		}
+		usleep(10000);
+	}
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static void test_process(void **state)
+{
+	(void)state;
+	char conf[160], pidfile[160];
+	snprintf(conf, sizeof(conf), "%s/with-gateways.conf", E->dir);
+	snprintf(pidfile, sizeof(pidfile), "%s/gwa.pid", E->dir);
+	assert_int_equal(config_save(conf, &E->cfg), 0);
+	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	/* Usage: 2; no such gateway: 1. */
+	assert_int_equal(wait_exit(spawn_nfsgw(NULL, "gwa", NULL)), 2);
+	assert_int_equal(wait_exit(spawn_nfsgw(conf, NULL, NULL)), 2);
+	assert_int_equal(wait_exit(spawn_nfsgw(conf, "nope", NULL)), 1);
+	/* Serves once the pidfile exists; SIGTERM: exit 0, pidfile gone. */
+	unlink(pidfile);
+	pid_t pid = spawn_nfsgw(conf, "gwa", pidfile);
+	uint64_t deadline = loop_now_ms() + 20000;
+	while (access(pidfile, F_OK) != 0) {
+		if (loop_now_ms() > deadline || waitpid(pid, NULL, WNOHANG) == pid) {
+			kill(pid, SIGKILL);
+			fail_msg("nfsgw did not write its pidfile");
+		}
+		usleep(10000);
+	}
+	struct cli c;
+	assert_int_equal(mnt(&c, HOST_A, "/vm-shared"), MNT3_OK);
+	/* A second one on the same address is refused without fencing the first. */
+	assert_int_equal(wait_exit(spawn_nfsgw(conf, "gwa", NULL)), 1);
+	assert_int_equal(mnt(&c, HOST_A, "/vm-shared"), MNT3_OK);
+	assert_int_equal(kill(pid, SIGTERM), 0);
+	assert_int_equal(wait_exit(pid), 0);
+	assert_int_not_equal(access(pidfile, F_OK), 0);
+}
+
 static int test_teardown(void **state)
 {
 	(void)state;
@@ -645,6 +744,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_restart_keeps_handles, test_teardown),
 	    cmocka_unit_test_teardown(test_fencing, test_teardown),
 	    cmocka_unit_test_teardown(test_host_rpcbind, test_teardown),
+	    cmocka_unit_test_teardown(test_process, test_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
