@@ -245,9 +245,11 @@ static int cluster_up(struct ctx *c, int argc, char **argv)
 	printf("\ncluster of %u node%s is up in %s; to use it:\n"
 	       "  export BLOCKD_CONF=%s\n"
 	       "  blockctl volume create vol1 --size 1G\n"
-	       "  blockctl volume attach vol1\n"
-	       "stop it with 'blockctl cluster down'\n",
+	       "  blockctl volume attach vol1\n",
 	       cfg->nnodes, cfg->nnodes == 1 ? "" : "s", cfg->dir, conf);
+	if (!o_nogw && cfg->ngateways)
+		printf("  blockctl gateway status; blockctl export ls\n");
+	printf("stop it with 'blockctl cluster down'\n");
 	return 0;
 }
 
