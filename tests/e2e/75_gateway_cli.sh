@@ -89,7 +89,8 @@ echo "$err"
 grep -q "bad export line" <<<"$err" || die "export add: unclear message: $err"
 expect_fail "$BLOCKCTL" export add 'relative 127.0.0.1(rw)'
 
-log "a second cluster up restarts a gateway that died"
+log "a second cluster up restarts a gateway that died; API changes survive it"
+"$BLOCKCTL" export add '/keep 127.0.0.0/8(ro)'
 kill -9 "$gw_pid"
 while ! gone "$gw_pid"; do sleep 0.1; done
 "$BLOCKCTL" cluster up --dir "$CLUSTER"
@@ -97,6 +98,7 @@ new_pid=$(cat "$CLUSTER/nfsgw.pid")
 [ "$new_pid" != "$gw_pid" ] && kill -0 "$new_pid" || die "gateway not restarted"
 nfs-cat "nfs://$GW_HOST/vm-shared/f1" >"$WORK/f1.back2"
 cmp "$WORK/f1" "$WORK/f1.back2" || die "f1 differs after the gateway's restart"
+"$BLOCKCTL" export ls --json | grep -q '"/keep"' || die "export /keep lost by the restart"
 
 log "cluster down stops the gateway"
 "$BLOCKCTL" cluster down

@@ -45,8 +45,8 @@ static void write_default_exports(const char *path)
 	FILE *f = fopen(path, "w");
 	if (!f)
 		die("cluster up: %s: %s", path, strerror(errno));
-	fprintf(f, "# exports(5) lines of the NFS gateway: they replace its export table each\n"
-		   "# time it starts\n" DEFAULT_EXPORT "\n");
+	fprintf(f, "# exports(5) lines of the NFS gateway: read when it starts, rewritten by\n"
+		   "# 'blockctl export add|rm'\n" DEFAULT_EXPORT "\n");
 	if (fclose(f) != 0)
 		die("cluster up: %s: %s", path, strerror(errno));
 }
