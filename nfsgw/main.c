@@ -158,7 +158,7 @@ static void on_signal(void *arg, uint32_t events)
 static void on_fenced(void *arg)
 {
 	struct app *a = arg;
-	logf_(a->name, "fenced by a newer gateway: exiting");
+	logf_(a->name, "no longer serving (fenced, or the meta volume failed): exiting");
 	a->exit_code = 1;
 	begin_stop(a);
 }
