@@ -499,6 +499,32 @@ static void test_restart_keeps_handles(void **state)
 	assert_int_equal(gw_stop(&x), 0);
 }
 
+static void test_replicated_table(void **state)
+{
+	(void)state;
+	struct gw x;
+	write_file(E->exports, "/one 127.0.0.0/8(rw)\n/two 127.0.0.1(ro)\n");
+	assert_int_equal(gw_start(&x, "gwa"), 0);
+	assert_int_equal(gw_add(&x, "/three 127.0.0.0/8(rw)"), 0);
+	assert_int_equal(gw_stop(&x), 0);
+	/* Without an exports file the replicated table (with the API's change) is served. */
+	struct config_gateway *gb = &E->cfg.gateways[1];
+	char saved[sizeof(gb->exports)];
+	memcpy(saved, gb->exports, sizeof(saved));
+	gb->exports[0] = 0;
+	int r = gw_start(&x, "gwb");
+	memcpy(gb->exports, saved, sizeof(saved));
+	assert_int_equal(r, 0);
+	struct cli c;
+	assert_int_equal(mnt(&c, HOST_B, "/three"), MNT3_OK);
+	assert_int_equal(mnt(&c, HOST_B, "/two"), MNT3_OK);
+	assert_int_equal(mnt(&c, HOST_B, "/one"), MNT3_OK);
+	json_t *s = gw_status(&x);
+	assert_int_equal(json_array_size(json_object_get(s, "exports")), 3);
+	json_decref(s);
+	assert_int_equal(gw_stop(&x), 0);
+}
+
 static void test_fencing(void **state)
 {
 	(void)state;
@@ -742,6 +768,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_start_refused, test_teardown),
 	    cmocka_unit_test_teardown(test_serve, test_teardown),
 	    cmocka_unit_test_teardown(test_restart_keeps_handles, test_teardown),
+	    cmocka_unit_test_teardown(test_replicated_table, test_teardown),
 	    cmocka_unit_test_teardown(test_fencing, test_teardown),
 	    cmocka_unit_test_teardown(test_host_rpcbind, test_teardown),
 	    cmocka_unit_test_teardown(test_process, test_teardown),
