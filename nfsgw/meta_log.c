@@ -103,7 +103,7 @@ int ml_wait(struct meta *m, meta_cb cb, void *arg, uint32_t flags)
 {
 	if (waits_reserve(&m->w, m->w.n + 1) < 0)
 		return -ENOMEM;
-	m->w.v[m->w.n++] = (struct mwait){cb, arg, m->q.len, flags};
+	m->w.v[m->w.n++] = (struct mwait){cb, arg, m->q.len, flags, ++m->wserial};
 	return 0;
 }
 
@@ -134,8 +134,10 @@ static void complete_flight(struct meta *m, int res)
 	size_t n = m->flight.n;
 	if (!n)
 		return;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		m->done_serial = m->flight.v[i].serial;
 		m->flight.v[i].cb(m->flight.v[i].arg, res);
+	}
 	memmove(m->flight.v, m->flight.v + n, (m->flight.n - n) * sizeof(*m->flight.v));
 	m->flight.n -= n;
 }
@@ -261,8 +263,10 @@ void ml_kick(struct meta *m)
 			if (bytes >= META_REC_TARGET)
 				break;
 		}
+		/* Lazy timestamps ride along with real entries only: operations that merely wait
+		 * for earlier ones must not start a chain of timestamp-only records. */
 		size_t lazy_bytes = 0;
-		if (k == m->w.n)
+		if (k == m->w.n && (bytes || m->lazy_due || (flags & MW_SYNC)))
 			for (struct minode *in = m->lazy_head; in; in = in->lazy_next)
 				lazy_bytes += mt_inode_esize(in->symlink ? strlen(in->symlink) : 0);
 		size_t plen = bytes + lazy_bytes;

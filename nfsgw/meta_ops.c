@@ -389,7 +389,10 @@ int meta_setattr(struct meta *m, uint64_t fileid, const struct meta_setattr *sa,
 	size_t start = m->q.len;
 	r = mr_inode(&m->q, &n);
 	mt_lazy_unmark(m, in);
-	return commit(m, start, r, cb, arg, MW_FUA);
+	r = commit(m, start, r, cb, arg, MW_FUA);
+	if (r == 0 && (sa->mask & META_SET_SIZE))
+		in->size_serial = m->wserial;
+	return r;
 }
 
 int meta_note_write(struct meta *m, uint64_t fileid, uint64_t end, meta_cb cb, void *arg)
@@ -418,14 +421,15 @@ int meta_note_write(struct meta *m, uint64_t fileid, uint64_t end, meta_cb cb, v
 			return r;
 		}
 		mt_lazy_unmark(m, in);
+		in->size_serial = m->wserial;
 		ml_schedule(m);
 		return 0;
 	}
 	mt_lazy_mark(m, in);
 	ml_lazy_arm(m);
-	/* A size record still on its way must be durable before this write is answered: its
+	/* A size change still on its way must be durable before this write is answered: its
 	 * reply may show that size. */
-	if (m->w.n || m->inflight) {
+	if (in->size_serial > m->done_serial) {
 		int r = ml_wait(m, cb, arg, 0);
 		if (r == 0)
 			ml_schedule(m);

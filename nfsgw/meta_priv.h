@@ -101,6 +101,9 @@ struct minode {
 	/* On the lazy list: timestamps changed by writes, not yet in any record. */
 	struct minode *lazy_prev, *lazy_next;
 	bool lazy;
+	/* The operation that last set the size: a write answered before it is durable could
+	 * show a size that a crash takes back. */
+	uint64_t size_serial;
 };
 
 struct mbuf {
@@ -116,6 +119,7 @@ struct mwait {
 	void *arg;
 	size_t end; /* where this operation's entries end in the queue */
 	uint32_t flags;
+	uint64_t serial; /* operations complete in serial order */
 };
 
 struct mwaits {
@@ -178,6 +182,8 @@ struct meta {
 	/* group commit */
 	struct mbuf q;
 	struct mwaits w, flight;
+	uint64_t wserial;     /* of the last operation queued */
+	uint64_t done_serial; /* of the last operation completed */
 	bool inflight, loaded, compacting, closing, unflushed;
 	int err;  /* -EROFS / -ESTALE once failed */
 	int ferr; /* the I/O error that failed it */

@@ -1043,6 +1043,27 @@ static void test_many(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+struct order {
+	int n;
+	struct order_slot {
+		struct order *o;
+		int at; /* 1 + how many callbacks ran before this one */
+		int res;
+	} slot[4];
+};
+
+static void order_cb(void *arg, int res)
+{
+	struct order_slot *s = arg;
+	s->at = ++s->o->n;
+	s->res = res;
+}
+
+static bool order_all(void *arg)
+{
+	return ((struct order *)arg)->n == 4;
+}
+
 static void test_note_write(void **state)
 {
 	struct env *env = *state;
@@ -1091,6 +1112,25 @@ static void test_note_write(void **state)
 	m = mopen(env, e);
 	assert_int_equal(meta_getattr(m, f, &a2), 0);
 	attr_equal(&a1, &a2);
+
+	/* Ordering: a write within a size already durable is not held up by an unrelated
+	 * record; one within a size still on its way waits for it. */
+	struct order *o = calloc(1, sizeof(*o));
+	env_hook_add(env, NULL, o, 0);
+	struct meta_create_args ca = {.dir = META_ROOT, .name = "other", .type = META_REG};
+	uint64_t oid;
+	bool existed;
+	assert_int_equal(meta_create(m, &ca, &oid, &existed, order_cb, &o->slot[0]), 0);
+	assert_int_equal(meta_note_write(m, f, 100, order_cb, &o->slot[1]), 0);
+	assert_int_equal(meta_note_write(m, f, 20ull << 30, order_cb, &o->slot[2]), 0);
+	assert_int_equal(meta_note_write(m, f, 200, order_cb, &o->slot[3]), 0);
+	for (int i = 0; i < 4; i++)
+		o->slot[i].o = o;
+	assert_true(run_until(env, order_all, o, 10000));
+	assert_true(o->slot[1].at < o->slot[0].at);
+	assert_true(o->slot[3].at > o->slot[2].at);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(o->slot[i].res, 0);
 
 	/* Growth again through meta_sync with nothing pending. */
 	h = hop_new(0);
