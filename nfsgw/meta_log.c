@@ -5,8 +5,9 @@
  * entries in m->q, their callbacks in m->w) become the next record: a 32-byte header
  * (magic, payload length, checkpoint generation, sequence number, XXH3) and whole operations,
  * cut at the first operation boundary past META_REC_TARGET, padded to 4 KiB so the next
- * record starts on a fresh block. Lazy timestamps ride along in the record that empties the
- * queue. A record with namespace changes (or a meta_sync) is written with FUA, or followed
+ * record starts on a fresh block. Lazy timestamps ride along in a record that empties the
+ * queue and carries entries (or is due to META_LAZY_MS or a meta_sync). Operations complete in
+ * queue order. A record with namespace changes (or a meta_sync) is written with FUA, or followed
  * by a flush when an earlier record went without FUA (a lost earlier record would end replay
  * before it); a record of size changes only is written plainly (engine writes reach every
  * in-sync replica before they complete).
