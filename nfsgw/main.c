@@ -141,6 +141,20 @@ static void begin_stop(struct app *a)
 	stop_gateway(a);
 }
 
+/* Start-up cannot be cancelled half way (an engine may be opening); nothing is served yet,
+ * so leaving without cleanup loses nothing. */
+#define START_STOP_GRACE_MS 10000
+
+static void start_too_long(void *arg)
+{
+	struct app *a = arg;
+	if (a->started)
+		return;
+	logf_(a->name, "start-up still running %d s after the stop signal: exiting now",
+	      START_STOP_GRACE_MS / 1000);
+	_exit(1);
+}
+
 static void on_signal(void *arg, uint32_t events)
 {
 	(void)events;
@@ -148,10 +162,15 @@ static void on_signal(void *arg, uint32_t events)
 	struct signalfd_siginfo si;
 	while (read(a->sfd, &si, sizeof(si)) == sizeof(si)) {
 		logf_(a->name, "%s: shutting down", strsignal((int)si.ssi_signo));
-		if (a->started)
+		if (a->started) {
 			begin_stop(a);
-		else
+		} else if (a->stop_pending) {
+			logf_(a->name, "second stop signal during start-up: exiting now");
+			_exit(1);
+		} else {
 			a->stop_pending = true;
+			loop_timer_add(a->l, START_STOP_GRACE_MS, start_too_long, a, NULL);
+		}
 	}
 }
 
