@@ -409,6 +409,8 @@ int meta_readdir(struct meta *m, uint64_t dir, uint64_t after, meta_dirent_fn fn
 	if (!di->dir)
 		return -ENOTDIR;
 	struct mdir *dd = di->dir;
+	if (after == UINT64_MAX)
+		return 0;
 	/* Resume by cookie, not by index: fn may not change dd, but the slot array may have
 	 * been compacted since the caller's last page. */
 	for (size_t i = slot_find(dd, after + 1); i < dd->n; i++) {

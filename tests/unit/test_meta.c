@@ -701,6 +701,9 @@ static void test_readdir_paging(void **state)
 		if (i != 14 && i != 40)
 			assert_int_equal(rm(env, m, d, name, false, NULL), 0);
 	}
+	struct pager none = {.limit = 1000};
+	assert_int_equal(meta_readdir(m, d, UINT64_MAX, page_fn, &none), 0);
+	assert_int_equal(none.n, 0);
 	struct pager q = {.limit = 1000};
 	q.last = mid;
 	assert_int_equal(meta_readdir(m, d, mid, page_fn, &q), 0);
