@@ -26,6 +26,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "blockd/config.h"
 #include "nfsgw/nfs3_priv.h"
 
 static const uint8_t FSID[16] = {0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
@@ -441,6 +442,11 @@ struct fx {
 	uint8_t root[3][NFS3_FH_LEN]; /* /exp, /ro, /other */
 	int sock;
 	uint32_t xid;
+	/* The data-path test: file volumes on a real cluster (blockctl cluster up). */
+	bool data;
+	char dir[64], conf[128], build[1024];
+	struct config cfg;
+	struct filevol *fv;
 };
 
 static const struct exports *fx_exports(void *ctx)
@@ -515,8 +521,15 @@ static void fx_serve(void *arg)
 		assert_int_equal(meta_getattr(f->meta, id, &a), 0);
 		nfs3_fh_encode(f->root[i], exports_find_path(&f->ex, path)->id, mi.fsid, id, a.gen);
 	}
-	struct nfs3_params p = {.meta = f->meta, .fv = NULL, .exports = fx_exports, .ctx = f};
-	int rc = rpc_server_new(f->l, &f->s);
+	int rc = 0;
+	if (f->data) {
+		struct filevol_params fp = {
+		    .l = f->l, .cluster = &f->cfg, .replicas = 3, .engine_id = "test_nfs3"};
+		rc = filevol_new(&fp, &f->fv);
+	}
+	struct nfs3_params p = {.meta = f->meta, .fv = f->fv, .exports = fx_exports, .ctx = f};
+	if (!rc)
+		rc = rpc_server_new(f->l, &f->s);
 	if (!rc)
 		rc = nfs3_prog_new(f->s, &p, &f->n);
 	if (!rc)
@@ -524,12 +537,24 @@ static void fx_serve(void *arg)
 	fx_cb(f, rc);
 }
 
+static void fx_meta_closed(void *arg, int res)
+{
+	struct fx *f = arg;
+	if (!f->fv || res) {
+		fx_cb(f, res);
+		return;
+	}
+	int rc = filevol_close(f->fv, fx_cb, f);
+	if (rc)
+		fx_cb(f, rc);
+}
+
 static void fx_stop(void *arg)
 {
 	struct fx *f = arg;
 	rpc_server_free(f->s);
 	nfs3_prog_free(f->n);
-	meta_close(f->meta, fx_cb, f);
+	meta_close(f->meta, fx_meta_closed, f);
 }
 
 static void fx_quit(void *arg)
@@ -537,10 +562,8 @@ static void fx_quit(void *arg)
 	loop_stop(arg);
 }
 
-static int fx_setup(void **state)
+static int fx_start(struct fx *f, void **state)
 {
-	struct fx *f = calloc(1, sizeof(*f));
-	assert_non_null(f);
 	char err[128];
 	assert_int_equal(exports_parse(exports_text, &f->ex, err, sizeof(err)), 0);
 	f->mb.mem = mmap(NULL, META_VOLUME_SIZE, PROT_READ | PROT_WRITE,
@@ -566,6 +589,61 @@ static int fx_setup(void **state)
 	return 0;
 }
 
+static int fx_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	return fx_start(f, state);
+}
+
+static void cluster_down(struct fx *f)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof(cmd), "'%s/blockctl' -c '%s' cluster down >/dev/null 2>&1", f->build,
+		 f->conf);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cluster down failed\n");
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "rm %s failed\n", f->dir);
+}
+
+/* A 3-node cluster of the built blockd ($BUILD, else build-san) for the file volumes. */
+static int fx_data_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	f->data = true;
+	const char *b = getenv("BUILD");
+	snprintf(f->build, sizeof(f->build), "%s", b && *b ? b : "build-san");
+	int r = -1;
+	/* Another run may hold a port range: try the next (each in a fresh directory). */
+	for (unsigned k = 0; k < 4 && r != 0; k++) {
+		if (k)
+			cluster_down(f);
+		strcpy(f->dir, "/tmp/test_nfs3.XXXXXX");
+		assert_non_null(mkdtemp(f->dir));
+		snprintf(f->conf, sizeof(f->conf), "%s/cluster.conf", f->dir);
+		unsigned base = 25100 + (unsigned)((getpid() + 3 * k) % 8) * 100;
+		char cmd[4096];
+		snprintf(cmd, sizeof(cmd),
+			 "BLOCKD_BIN='%s/blockd' ASAN_OPTIONS=detect_leaks=0 '%s/blockctl' cluster "
+			 "up --nodes 3 --dir '%s' --base-port %u --no-gateway >/dev/null",
+			 f->build, f->build, f->dir, base);
+		r = system(cmd);
+	}
+	char err[256] = "";
+	if (r == 0)
+		r = config_load(f->conf, &f->cfg, err, sizeof(err));
+	if (r != 0) {
+		fprintf(stderr, "cluster setup failed (%d) %s\n", r, err);
+		cluster_down(f);
+		free(f);
+		return -1;
+	}
+	return fx_start(f, state);
+}
+
 static int fx_teardown(void **state)
 {
 	struct fx *f = *state;
@@ -576,6 +654,8 @@ static int fx_teardown(void **state)
 	pthread_join(f->thread, NULL);
 	loop_free(f->l);
 	munmap(f->mb.mem, META_VOLUME_SIZE);
+	if (f->data)
+		cluster_down(f);
 	free(f);
 	return 0;
 }
@@ -656,13 +736,17 @@ static int call_raw(struct fx *f, uint32_t proc, uint32_t uid, uint32_t gid, con
 static int call(struct fx *f, uint32_t proc, uint32_t uid, zdrproc_t argcodec, void *args,
 		zdrproc_t rescodec, void *res, size_t ressize, struct reply *rp)
 {
-	static uint8_t abuf[1 << 16];
+	const size_t asize = NFS3_MAX_IO + 4096;
+	uint8_t *abuf = malloc(asize);
+	assert_non_null(abuf);
 	ZDR z;
-	zdrmem_create(&z, (char *)abuf, sizeof(abuf), ZDR_ENCODE);
+	zdrmem_create(&z, (char *)abuf, asize, ZDR_ENCODE);
 	assert_true(argcodec(&z, args));
 	uint32_t alen = (uint32_t)zdr_getpos(&z);
 	zdr_destroy(&z);
-	return call_raw(f, proc, uid, uid, abuf, alen, rescodec, res, ressize, rp);
+	int st = call_raw(f, proc, uid, uid, abuf, alen, rescodec, res, ressize, rp);
+	free(abuf);
+	return st;
 }
 
 #define CALL(f, proc, uid, A, args, R, res, rp)                                                    \
@@ -951,7 +1035,7 @@ static void rdskip(struct rd *r, uint32_t n)
 static void readdir_call(struct fx *f, bool plus, uint64_t cookie, const uint8_t *verf,
 			 uint32_t count, struct dres *out)
 {
-	static uint8_t abuf[256];
+	uint8_t abuf[256];
 	ZDR z;
 	zdrmem_create(&z, (char *)abuf, sizeof(abuf), ZDR_ENCODE);
 	if (plus) {
@@ -1017,7 +1101,8 @@ static void test_proto_readdir(void **state)
 		snprintf(name, sizeof(name), "file%04d", i);
 		assert_int_equal(create(f, 0, root, name, GUARDED, NULL, NULL), NFS3_OK);
 	}
-	static struct dres d;
+	struct dres *d = calloc(1, sizeof(*d));
+	assert_non_null(d);
 	for (int plus = 0; plus < 2; plus++) {
 		/* small pages: every name once, "." and ".." first */
 		bool seen[N] = {0};
@@ -1025,12 +1110,12 @@ static void test_proto_readdir(void **state)
 		uint8_t verf[8] = {0};
 		int pages = 0, total = 0;
 		for (;;) {
-			readdir_call(f, plus, cookie, verf, plus ? 2048 : 1024, &d);
-			assert_int_equal(d.status, NFS3_OK);
-			assert_true(d.n > 0 || d.eof);
+			readdir_call(f, plus, cookie, verf, plus ? 2048 : 1024, d);
+			assert_int_equal(d->status, NFS3_OK);
+			assert_true(d->n > 0 || d->eof);
 			pages++;
-			for (int i = 0; i < d.n; i++, total++) {
-				struct dent *e = &d.e[i];
+			for (int i = 0; i < d->n; i++, total++) {
+				struct dent *e = &d->e[i];
 				if (total == 0)
 					assert_string_equal(e->name, ".");
 				if (total == 1)
@@ -1046,8 +1131,8 @@ static void test_proto_readdir(void **state)
 				}
 				cookie = e->cookie;
 			}
-			memcpy(verf, d.verf, 8);
-			if (d.eof)
+			memcpy(verf, d->verf, 8);
+			if (d->eof)
 				break;
 			assert_true(pages < 1000);
 		}
@@ -1057,22 +1142,23 @@ static void test_proto_readdir(void **state)
 			assert_true(seen[i]);
 	}
 	/* a stale verifier after the directory changed */
-	readdir_call(f, false, 0, (const uint8_t *)"\0\0\0\0\0\0\0\0", 4096, &d);
+	readdir_call(f, false, 0, (const uint8_t *)"\0\0\0\0\0\0\0\0", 4096, d);
 	uint8_t oldverf[8];
-	memcpy(oldverf, d.verf, 8);
-	uint64_t c5 = d.e[5].cookie;
-	readdir_call(f, false, c5, oldverf, 4096, &d);
-	assert_int_equal(d.status, NFS3_OK);
+	memcpy(oldverf, d->verf, 8);
+	uint64_t c5 = d->e[5].cookie;
+	readdir_call(f, false, c5, oldverf, 4096, d);
+	assert_int_equal(d->status, NFS3_OK);
 	assert_int_equal(create(f, 0, root, "new", GUARDED, NULL, NULL), NFS3_OK);
-	readdir_call(f, false, c5, oldverf, 4096, &d);
-	assert_int_equal(d.status, NFS3ERR_BAD_COOKIE);
-	readdir_call(f, true, c5, oldverf, 4096, &d);
-	assert_int_equal(d.status, NFS3ERR_BAD_COOKIE);
-	readdir_call(f, false, 0, oldverf, 4096, &d); /* a fresh listing ignores it */
-	assert_int_equal(d.status, NFS3_OK);
-	assert_memory_not_equal(d.verf, oldverf, 8);
-	readdir_call(f, false, 0, oldverf, 60, &d); /* not even one entry fits */
-	assert_int_equal(d.status, NFS3ERR_TOOSMALL);
+	readdir_call(f, false, c5, oldverf, 4096, d);
+	assert_int_equal(d->status, NFS3ERR_BAD_COOKIE);
+	readdir_call(f, true, c5, oldverf, 4096, d);
+	assert_int_equal(d->status, NFS3ERR_BAD_COOKIE);
+	readdir_call(f, false, 0, oldverf, 4096, d); /* a fresh listing ignores it */
+	assert_int_equal(d->status, NFS3_OK);
+	assert_memory_not_equal(d->verf, oldverf, 8);
+	readdir_call(f, false, 0, oldverf, 60, d); /* not even one entry fits */
+	assert_int_equal(d->status, NFS3ERR_TOOSMALL);
+	free(d);
 }
 
 static void test_proto_refusals(void **state)
@@ -1138,6 +1224,123 @@ static void test_proto_refusals(void **state)
 	reply_free(&rp);
 }
 
+static nfsstat3 write3(struct fx *f, uint8_t *fh, uint64_t off, uint32_t len, int pat,
+		       stable_how how, WRITE3resok *ok)
+{
+	char *buf = malloc(len ? len : 1);
+	assert_non_null(buf);
+	memset(buf, pat, len);
+	WRITE3args a = {.file = fh3(fh, NFS3_FH_LEN), .offset = off, .count = len, .stable = how};
+	a.data.data_len = len;
+	a.data.data_val = buf;
+	WRITE3res r;
+	struct reply rp = {0};
+	assert_int_equal(CALL(f, 7, 0, WRITE3args, &a, WRITE3res, &r, &rp), 0);
+	if (r.status == NFS3_OK && ok)
+		*ok = r.WRITE3res_u.resok;
+	reply_free(&rp);
+	free(buf);
+	return r.status;
+}
+
+/* READ: checks the bytes are pat; returns the count and eof through the pointers. */
+static nfsstat3 read3(struct fx *f, uint8_t *fh, uint64_t off, uint32_t len, int pat,
+		      uint32_t *count, bool *eof)
+{
+	READ3args a = {.file = fh3(fh, NFS3_FH_LEN), .offset = off, .count = len};
+	READ3res r;
+	struct reply rp = {0};
+	assert_int_equal(CALL(f, 6, 0, READ3args, &a, READ3res, &r, &rp), 0);
+	if (r.status == NFS3_OK) {
+		READ3resok *ok = &r.READ3res_u.resok;
+		assert_int_equal(ok->data.data_len, ok->count);
+		for (uint32_t i = 0; i < ok->count; i++)
+			if ((uint8_t)ok->data.data_val[i] != (uint8_t)pat)
+				fail_msg("byte %u at %llu is %#x, want %#x", i,
+					 (unsigned long long)off, (uint8_t)ok->data.data_val[i],
+					 pat);
+		*count = ok->count;
+		*eof = ok->eof;
+	}
+	reply_free(&rp);
+	return r.status;
+}
+
+static nfsstat3 setsize(struct fx *f, uint8_t *fh, uint64_t size)
+{
+	SETATTR3args a;
+	memset(&a, 0, sizeof(a));
+	a.object = fh3(fh, NFS3_FH_LEN);
+	a.new_attributes.size.set_it = 1;
+	a.new_attributes.size.set_size3_u.size = size;
+	SETATTR3res r;
+	struct reply rp = {0};
+	assert_int_equal(CALL(f, 2, 0, SETATTR3args, &a, SETATTR3res, &r, &rp), 0);
+	reply_free(&rp);
+	return r.status;
+}
+
+static void test_proto_data(void **state)
+{
+	struct fx *f = *state;
+	uint8_t fh[NFS3_FH_LEN];
+	uint32_t count;
+	bool eof;
+	fattr3 fa;
+	assert_int_equal(create(f, 0, f->root[0], "disk", GUARDED, NULL, fh), NFS3_OK);
+	/* a never-written file reads as nothing, then UNSTABLE and FILE_SYNC writes */
+	assert_int_equal(read3(f, fh, 0, 4096, 0, &count, &eof), NFS3_OK);
+	assert_true(count == 0 && eof);
+	WRITE3resok w1, w2;
+	assert_int_equal(write3(f, fh, 0, NFS3_MAX_IO, 0x5a, UNSTABLE, &w1), NFS3_OK);
+	assert_int_equal(w1.count, NFS3_MAX_IO);
+	assert_int_equal(w1.committed, UNSTABLE);
+	assert_true(w1.file_wcc.before.attributes_follow && w1.file_wcc.after.attributes_follow);
+	assert_true(w1.file_wcc.before.pre_op_attr_u.attributes.size == 0);
+	assert_true(w1.file_wcc.after.post_op_attr_u.attributes.size == NFS3_MAX_IO);
+	const uint64_t far = 5ull << 30; /* above 4 GiB */
+	assert_int_equal(write3(f, fh, far, 4096, 0x77, FILE_SYNC, &w2), NFS3_OK);
+	assert_int_equal(w2.committed, FILE_SYNC);
+	assert_memory_equal(w1.verf, w2.verf, 8);
+	assert_int_equal(getattr(f, fh, NFS3_FH_LEN, &fa), NFS3_OK);
+	assert_true(fa.size == far + 4096);
+	/* reads: the data, zeros in the hole, eof at the end, nothing past it */
+	assert_int_equal(read3(f, fh, 0, NFS3_MAX_IO, 0x5a, &count, &eof), NFS3_OK);
+	assert_true(count == NFS3_MAX_IO && !eof);
+	assert_int_equal(read3(f, fh, 3ull << 30, 65536, 0, &count, &eof), NFS3_OK);
+	assert_true(count == 65536 && !eof);
+	assert_int_equal(read3(f, fh, far, 2 * NFS3_MAX_IO, 0x77, &count, &eof), NFS3_OK);
+	assert_true(count == 4096 && eof);
+	assert_int_equal(read3(f, fh, far + 4096, 100, 0, &count, &eof), NFS3_OK);
+	assert_true(count == 0 && eof);
+	/* COMMIT answers the same verifier */
+	COMMIT3args ca = {.file = fh3(fh, NFS3_FH_LEN)};
+	COMMIT3res cr;
+	struct reply rp = {0};
+	assert_int_equal(CALL(f, 21, 0, COMMIT3args, &ca, COMMIT3res, &cr, &rp), 0);
+	assert_int_equal(cr.status, NFS3_OK);
+	assert_memory_equal(cr.COMMIT3res_u.resok.verf, w1.verf, 8);
+	reply_free(&rp);
+	/* truncate to 1000 then grow: the old bytes past 1000 read back as zeros */
+	assert_int_equal(setsize(f, fh, 1000), NFS3_OK);
+	assert_int_equal(read3(f, fh, 0, 1000, 0x5a, &count, &eof), NFS3_OK);
+	assert_true(count == 1000 && eof);
+	assert_int_equal(setsize(f, fh, 2 * NFS3_MAX_IO), NFS3_OK);
+	assert_int_equal(read3(f, fh, 1000, NFS3_MAX_IO, 0, &count, &eof), NFS3_OK);
+	assert_true(count == NFS3_MAX_IO);
+	assert_int_equal(read3(f, fh, 0, 1000, 0x5a, &count, &eof), NFS3_OK);
+	/* a write past the largest file size */
+	assert_int_equal(write3(f, fh, FILEVOL_MAX_SIZE - 10, 4096, 1, UNSTABLE, NULL),
+			 NFS3ERR_FBIG);
+	/* removing the last name: the handle is stale */
+	REMOVE3args rm = {.object = {.dir = fh3(f->root[0], NFS3_FH_LEN), .name = "disk"}};
+	REMOVE3res rmr;
+	assert_int_equal(CALL(f, 12, 0, REMOVE3args, &rm, REMOVE3res, &rmr, &rp), 0);
+	assert_int_equal(rmr.status, NFS3_OK);
+	reply_free(&rp);
+	assert_int_equal(read3(f, fh, 0, 10, 0, &count, &eof), NFS3ERR_STALE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1154,6 +1357,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_proto_namespace, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_proto_readdir, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_proto_refusals, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_proto_data, fx_data_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
