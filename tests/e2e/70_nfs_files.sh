@@ -33,6 +33,8 @@ start=$SECONDS
 nfs-cp "$(nfs_url /big.img)" "$WORK/big.out" >/dev/null || die "nfs-cp of 1 GiB out failed"
 log "out: $((SECONDS - start)) s"
 cmp "$WORK/big" "$WORK/big.out" || die "1 GiB file read back differs"
+used=$(stat_field /big.img used)
+[ "$used" -ge $((1 << 30)) ] || die "a fully written 1 GiB file reports used=$used"
 rm -f "$WORK/big.out"
 ops unlink /big.img
 expect_fail "$NFS_OPS" "$NFS_URL" stat /big.img
@@ -105,6 +107,23 @@ printf '%s\n' . .. h2 s t | sort | cmp - "$WORK/d.ls" || {
 	cat "$WORK/d.ls"
 	die "ls /d lists other names"
 }
+
+log "a directory of 1500 entries lists whole (READDIRPLUS paging)"
+ops mkdir /many
+ops mkfiles /many 1500
+"$NFS_OPS" "$NFS_URL" ls /many | grep -v '^\.\.\?$' | sort >"$WORK/many.ls" || die "ls /many"
+seq -f 'f%g' 0 1499 | sort | cmp - "$WORK/many.ls" || {
+	wc -l "$WORK/many.ls"
+	die "ls of 1500 entries: names missing or repeated"
+}
+nfs-ls "$(nfs_url /many)" | wc -l | grep -qx 1500 || die "nfs-ls /many does not list 1500 entries"
+
+log "rename of a directory keeps its contents"
+ops write /many/f7 0 4096 0x77
+ops rename /many /renamed
+expect_fail "$NFS_OPS" "$NFS_URL" stat /many/f7
+ops check /renamed/f7 0 4096 0x77
+expect_fail "$NFS_OPS" "$NFS_URL" rename /renamed /renamed/f8 # into itself: EINVAL
 
 log "a file written by one client is read back whole by another"
 ops xclient /x.img $((64 << 20))

@@ -8,6 +8,7 @@ NFS_HOST=127.0.0.64
 source "$(dirname "$0")/nfslib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 GW_ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+GW_NOFILE=512 # the many-connections case runs it out of descriptors
 nfs_up --replicas 2
 
 ops write /hostile.dat 0 $((4 << 20)) 0x44

@@ -9,8 +9,12 @@
 #     back.
 NFS_HOST=127.0.0.65
 source "$(dirname "$0")/nfslib.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+probe() { python3 "$HERE/nfs_hostile.py" --host "$NFS_HOST" "$@"; }
 nfs_up --replicas 3
 REGION=$((32 << 20))
+ops create /verf.dat
+fh=$(probe lookup-fh --path "$EXPORT" --name verf.dat) || die "LOOKUP of verf.dat"
 
 # wait_progress LOG: polls until nfs_load has reported progress (5 s of writes).
 wait_progress() {
@@ -56,9 +60,29 @@ gw_wait
 "$NFS_LOAD" --url "$(nfs_url /load-a.img)" --verify-only --state "$WORK/state-a" \
 	>"$WORK/verify-a.log" 2>&1 || {
 	cat "$WORK/verify-a.log"
+
+log "A: handles stay valid across restarts; a clean restart keeps the write verifier"
+st=$(probe getattr-status --fh "$fh")
+[ "$st" = 0 ] || die "GETATTR with a handle from before two kill -9 restarts: nfsstat3 $st"
+v1=$(probe write-verf --fh "$fh") || die "WRITE/COMMIT verifier"
+gw_stop
+gw_start
+gw_wait
+v2=$(probe write-verf --fh "$fh") || die "WRITE/COMMIT verifier after the restart"
+[ "$v1" = "$v2" ] || die "the write verifier changed across a clean restart ($v1 -> $v2)"
 	die "verify after restart failed"
 }
 cat "$WORK/verify-a.log"
+
+log "A: handles stay valid across restarts; a clean restart keeps the write verifier"
+st=$(probe getattr-status --fh "$fh")
+[ "$st" = 0 ] || die "GETATTR with a handle from before two kill -9 restarts: nfsstat3 $st"
+v1=$(probe write-verf --fh "$fh") || die "WRITE/COMMIT verifier"
+gw_stop
+gw_start
+gw_wait
+v2=$(probe write-verf --fh "$fh") || die "WRITE/COMMIT verifier after the restart"
+[ "$v1" = "$v2" ] || die "the write verifier changed across a clean restart ($v1 -> $v2)"
 
 log "B: kill -9 of one replica node under load"
 # A file whose volume exists before the node dies. (A NEW file's first write needs a new

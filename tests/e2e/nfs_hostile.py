@@ -3,7 +3,8 @@
 
   nfs_hostile.py --host H [--export /vm] CASE      run one case; exit 0 when it passed
   nfs_hostile.py --host H list                     the case names
-  nfs_hostile.py --host H mnt-status|mnt-fh --path P | getattr-status --fh HEX  (probes)
+  nfs_hostile.py --host H mnt-status|mnt-fh --path P | getattr-status --fh HEX |
+                 lookup-fh --path P --name N | write-verf --fh HEX   (probes: print a value)
 
 Every hostile case opens a well-behaved "bystander" connection first and makes a NULL call on
 it after the hostile action: other connections must be unaffected. A case passes when the
@@ -524,8 +525,87 @@ def probe_getattr_status(a):
     print(struct.unpack(">I", r.body[:4])[0])
 
 
+
+def case_many_connections(a):
+    """More connections than the gateway has file descriptors (73 runs it with ulimit -n 512):
+    connections already open keep working, and once the flood closes new ones are served."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    by = bystander(a.host)
+    flood = []
+    for _ in range(800):
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect((a.host, PORTS[NFS]))
+        except (socket.timeout, ConnectionRefusedError, OSError):
+            s.close()
+            break
+        flood.append(s)
+    print("  %d flood connections open" % len(flood))
+    expect_accept(by.call(NFS, 3, 0), SUCCESS, "bystander NULL during the flood")
+    # One call on the first flood connection: it was accepted before any limit.
+    flood[0].sendall(record(call_msg(99, NFS, 3, 0)))
+    for s in flood:
+        s.close()
+    deadline = time.time() + TIMEOUT
+    while True:
+        try:
+            c = Conn(a.host, NFS)
+            expect_accept(c.call(NFS, 3, 0), SUCCESS, "NULL after the flood")
+            c.close()
+            break
+        except (Closed, socket.timeout, ConnectionRefusedError):
+            if time.time() > deadline:
+                fail("no new connection served %.0f s after the flood closed" % TIMEOUT)
+            time.sleep(0.2)
+    bystander_ok(by)
+
+
+def probe_lookup_fh(a):
+    """MNT of --path, then LOOKUP of --name in it: prints the handle in hex."""
+    root = mnt(a.host, a.path)
+    c = Conn(a.host, NFS)
+    print(lookup(c, root, a.name).hex())
+    c.close()
+
+
+def probe_write_verf(a):
+    """WRITE UNSTABLE of 4 KiB at offset 0 and COMMIT on handle --fh: prints both verifiers."""
+    f = bytes.fromhex(a.fh)
+    c = Conn(a.host, NFS)
+    r = c.call(NFS, 3, 7, opaque(f) + p64(0) + p32(4096) + p32(0) + opaque(b"\x5a" * 4096))
+    expect_accept(r, SUCCESS, "WRITE")
+    b = r.body
+    if struct.unpack(">I", b[:4])[0] != 0:
+        fail("WRITE: nfsstat3 %d" % struct.unpack(">I", b[:4])[0])
+    # wcc_data: pre_op_attr (bool + 24 bytes), post_op_attr (bool + 84 bytes); count, committed.
+    off = 4
+    off += 4 + (24 if struct.unpack(">I", b[off:off + 4])[0] else 0)
+    off += 4 + (84 if struct.unpack(">I", b[off:off + 4])[0] else 0)
+    count, committed = struct.unpack(">II", b[off:off + 8])
+    wverf = b[off + 8:off + 16]
+    if count != 4096:
+        fail("WRITE count %d" % count)
+    r = c.call(NFS, 3, 21, opaque(f) + p64(0) + p32(0))
+    expect_accept(r, SUCCESS, "COMMIT")
+    b = r.body
+    if struct.unpack(">I", b[:4])[0] != 0:
+        fail("COMMIT: nfsstat3 %d" % struct.unpack(">I", b[:4])[0])
+    off = 4
+    off += 4 + (24 if struct.unpack(">I", b[off:off + 4])[0] else 0)
+    off += 4 + (84 if struct.unpack(">I", b[off:off + 4])[0] else 0)
+    cverf = b[off:off + 8]
+    if cverf != wverf:
+        fail("COMMIT verifier %s differs from WRITE's %s" % (cverf.hex(), wverf.hex()))
+    print(wverf.hex())
+    c.close()
+
+
 PROBES = {"mnt-status": probe_mnt_status, "mnt-fh": probe_mnt_fh,
-          "getattr-status": probe_getattr_status}
+          "getattr-status": probe_getattr_status, "lookup-fh": probe_lookup_fh,
+          "write-verf": probe_write_verf}
 
 CASES = {name[5:].replace("_", "-"): fn for name, fn in globals().items()
          if name.startswith("case_")}
@@ -537,6 +617,7 @@ def main():
     ap.add_argument("--export", default="/vm")
     ap.add_argument("--path")
     ap.add_argument("--fh")
+    ap.add_argument("--name")
     ap.add_argument("case")
     a = ap.parse_args()
     if a.case in PROBES:

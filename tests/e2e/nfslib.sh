@@ -50,11 +50,15 @@ nfs_require() {
 
 gw_alive() { [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; }
 
-# GW_ASAN_OPTIONS: the gateway's own ASAN_OPTIONS (e.g. detect_leaks=1 for a clean-exit check).
+# GW_ASAN_OPTIONS: the gateway's own ASAN_OPTIONS (e.g. detect_leaks=1 for a clean-exit check);
+# GW_NOFILE: its open-file limit (ulimit -n).
 gw_start() {
 	log "start nfsgw on $NFS_HOST"
-	ASAN_OPTIONS=${GW_ASAN_OPTIONS:-$ASAN_OPTIONS} \
-		"$NFSGW" -c "$BLOCKD_CONF" --gateway "$GW_NAME" --pidfile "$GW_PIDFILE" >>"$GW_LOG" 2>&1 &
+	(
+		[ -z "${GW_NOFILE:-}" ] || ulimit -n "$GW_NOFILE"
+		ASAN_OPTIONS=${GW_ASAN_OPTIONS:-$ASAN_OPTIONS} exec "$NFSGW" -c "$BLOCKD_CONF" \
+			--gateway "$GW_NAME" --pidfile "$GW_PIDFILE" >>"$GW_LOG" 2>&1
+	) &
 	GW_PID=$!
 }
 

@@ -10,6 +10,7 @@
  *   stat PATH | lstat PATH: prints "type=reg|dir|lnk|other mode=0NNN nlink=N uid=N gid=N
  *       size=N used=N ino=N"
  *   ls PATH: prints one name per line (READDIRPLUS through nfs_opendir)
+ *   mkfiles DIR N: creates DIR/f0 .. DIR/f<N-1> (empty) on one connection
  *   write PATH OFF LEN BYTE: LEN bytes of value BYTE at OFF (creates the file when missing)
  *   check PATH OFF LEN BYTE: reads exactly LEN bytes at OFF, each must be BYTE
  *   xclient PATH SIZE: two connections (two mounts): A creates PATH and writes SIZE
@@ -140,6 +141,20 @@ static int do_ls(struct conn *c, const char *path)
 	while ((e = nfs_readdir(c->nfs, d)) != NULL)
 		printf("%s\n", e->name);
 	nfs_closedir(c->nfs, d);
+	return 0;
+}
+
+static int do_mkfiles(struct conn *c, const char *dir, uint64_t n)
+{
+	char path[4096];
+	for (uint64_t i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/f%" PRIu64, dir, i);
+		struct nfsfh *fh = NULL;
+		int r = nfs_create(c->nfs, path, O_RDWR | O_CREAT | O_EXCL, 0644, &fh);
+		if (r < 0)
+			return fail(c, "create", path, r);
+		nfs_close(c->nfs, fh);
+	}
 	return 0;
 }
 
@@ -422,6 +437,11 @@ static int run(struct conn *c, int argc, char **argv)
 		return do_stat(c, argv[1], cmd[0] == 'l');
 	if (!strcmp(cmd, "ls") && argc == 2)
 		return do_ls(c, argv[1]);
+	if (!strcmp(cmd, "mkfiles") && argc == 3) {
+		if (!parse_u64(argv[2], &a))
+			return usage();
+		return do_mkfiles(c, argv[1], a);
+	}
 	if ((!strcmp(cmd, "write") || !strcmp(cmd, "check")) && argc == 5) {
 		if (!parse_u64(argv[2], &a) || !parse_u64(argv[3], &b) || !parse_u64(argv[4], &v) ||
 		    v > 255)
