@@ -85,8 +85,6 @@ nfsstat3 nfs3_status(int err)
 		return NFS3ERR_NOTEMPTY;
 	case EDQUOT:
 		return NFS3ERR_DQUOT;
-	case EBADMSG:
-		return NFS3ERR_BADHANDLE;
 	case EOPNOTSUPP:
 		return NFS3ERR_NOTSUPP;
 	case EAGAIN:

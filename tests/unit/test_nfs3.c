@@ -115,6 +115,7 @@ static void test_errno_map(void **state)
 	    {-ESTALE, NFS3ERR_IO}, /* fenced backend: never success, never "stale handle" */
 	    {-ETIMEDOUT, NFS3ERR_IO},
 	    {-EUCLEAN, NFS3ERR_IO},
+	    {-EBADMSG, NFS3ERR_IO}, /* corrupt data below us is not a bad handle */
 	    {-12345, NFS3ERR_IO},
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
