@@ -192,8 +192,7 @@ bool nfs3_cred_in_group(const struct nfs3_cred *c, uint32_t gid);
  * read/write always and exec when any x bit is set or a is a directory. */
 uint32_t nfs3_perm(const struct meta_attr *a, const struct nfs3_cred *c, uint32_t want);
 /* 0 or -EACCES. owner_override: the owner may read/write whatever the mode (what knfsd does
- * for READ/WRITE, so a file opened before a chmod stays usable); read_if_exec: exec
- * permission suffices for reading (clients execute files by reading them). */
+ * for READ/WRITE, so a file opened before a chmod stays usable). */
 int nfs3_may(const struct meta_attr *a, const struct nfs3_cred *c, uint32_t want,
 	     bool owner_override);
 /* The ACCESS3 bits of requested that are granted (ro: no MODIFY/EXTEND/DELETE). */
