@@ -18,7 +18,8 @@
  * - READ replies are sent from the read buffer (rpc_reply_data). rtmax = wtmax = 1 MiB,
  *   dtpref 64 KiB, maxfilesize FILEVOL_MAX_SIZE, time_delta 1 ns.
  * - READDIR/READDIRPLUS page by the entry cookies of meta_readdir with cookie verifier
- *   meta_dir_version(); a stale verifier is NFS3ERR_BAD_COOKIE; "." and ".." come first
+ *   meta_dir_version(), for caches only: cookies never go stale, so any verifier is
+ *   accepted (libnfs does not restart a listing on NFS3ERR_BAD_COOKIE); "." and ".." come first
  *   (cookies 1 and 2).
  * - CREATE UNCHECKED/GUARDED/EXCLUSIVE (the verifier is kept in atime/mtime as Linux does);
  *   MKNOD of sockets, fifos and devices; SETATTR with guard (NFS3ERR_NOT_SYNC); truncation

@@ -5,9 +5,11 @@
  * after the client's cookie. Entries are encoded until the client's byte budget would be
  * exceeded (count for READDIR; dircount for the name part and maxcount for the whole reply
  * for READDIRPLUS, sized as XDR encodes them); a budget that fits no entry is
- * NFS3ERR_TOOSMALL. The cookie verifier is meta_dir_version(); a different non-zero one with
- * a non-zero cookie is NFS3ERR_BAD_COOKIE (a zero verifier is accepted, as clients that
- * resume from a saved cookie send).
+ * NFS3ERR_TOOSMALL. The cookie verifier is meta_dir_version(), for clients' caches only: any
+ * verifier is accepted, because meta's cookies stay valid while the directory changes (a
+ * listing resumes after its cookie even when that entry went), and libnfs does not restart a
+ * listing on NFS3ERR_BAD_COOKIE, so refusing changed verifiers only broke listings of big
+ * directories that another client was changing.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -166,7 +168,6 @@ static void readdir_common(struct nfs3_req *r, bool plus)
 {
 	const nfs_fh3 *fh = plus ? &r->args.readdirplus.dir : &r->args.readdir.dir;
 	uint64_t cookie = plus ? r->args.readdirplus.cookie : r->args.readdir.cookie;
-	const char *verf = plus ? r->args.readdirplus.cookieverf : r->args.readdir.cookieverf;
 	post_op_attr *dattr = plus ? &r->res.readdirplus.READDIRPLUS3res_u.resok.dir_attributes
 				   : &r->res.readdir.READDIR3res_u.resok.dir_attributes;
 	uint64_t dirid;
@@ -187,13 +188,9 @@ static void readdir_common(struct nfs3_req *r, bool plus)
 		return;
 	}
 	uint64_t ver = meta_dir_version(r->n->p.meta, dirid);
-	uint8_t cv[NFS3_COOKIEVERFSIZE], zero[NFS3_COOKIEVERFSIZE] = {0};
+	uint8_t cv[NFS3_COOKIEVERFSIZE];
 	for (int i = 0; i < 8; i++)
 		cv[i] = (uint8_t)(ver >> (56 - 8 * i));
-	if (cookie != 0 && memcmp(verf, cv, sizeof(cv)) && memcmp(verf, zero, sizeof(zero))) {
-		nfs3_fail(r, NFS3ERR_BAD_COOKIE);
-		return;
-	}
 	struct dlist *d = calloc(1, sizeof(*d));
 	if (!d) {
 		nfs3_fail(r, NFS3ERR_SERVERFAULT);
