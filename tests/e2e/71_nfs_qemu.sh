@@ -83,6 +83,18 @@ qemu-img compare -q -f raw -F raw "$WORK/src.raw" "$U/conv.raw" || rc=$?
 [ $rc = 1 ] || die "qemu-img compare of differing images exited $rc, want 1"
 qemu-img compare -q -f qcow2 -F raw "$U/disk.qcow2" "$U/disk.raw" && die "different images compare equal"
 
+log "qemu-img bench: 16384 pipelined 4k writes at queue depth 32, then reads"
+qemu-img create -q -f raw "$U/bench.raw" 1G || die "qemu-img create bench.raw"
+qemu-img bench -q -f raw -t none -w -c 16384 -d 32 -s 4k -S 64k --pattern=0x3c "$U/bench.raw" ||
+	die "qemu-img bench -w failed"
+qemu-img bench -q -f raw -t none -c 16384 -d 32 -s 4k -S 64k "$U/bench.raw" ||
+	die "qemu-img bench (read) failed"
+checks=()
+for i in $(seq 0 97 16383); do
+	checks+=("read -P 0x3c $((i * 64))k 4k" "read -P 0 $((i * 64 + 4))k 60k")
+done
+qiof raw "$U/bench.raw" "${checks[@]}"
+
 log "the files as the export lists them"
 nfs-ls "$U" >"$WORK/ls" || die "nfs-ls failed"
 for f in disk.raw disk.qcow2 conv.qcow2 conv.raw; do
