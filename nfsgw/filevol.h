@@ -82,5 +82,9 @@ int filevol_snapshot_delete(struct filevol *fv, const char *vol, const char *sna
 			    filevol_cb cb, void *arg);
 int filevol_snapshot_revert(struct filevol *fv, const char *vol, const char *snap,
 			    filevol_cb cb, void *arg);
+/* Reads [off, off+len) of vol as it was in its snapshot snap: zeros past the volume's size at
+ * the time and for a missing volume; -ENOENT when the volume has no such snapshot. */
+int filevol_snap_read(struct filevol *fv, const char *vol, const char *snap, uint64_t off,
+		      uint32_t len, void *buf, filevol_cb cb, void *arg);
 
 #endif

@@ -56,4 +56,20 @@ int gateway_export_add(struct gateway *g, const char *line, char *err, size_t er
 		       gateway_cb cb, void *arg);
 int gateway_export_rm(struct gateway *g, const char *path, gateway_cb cb, void *arg);
 
+/* Snapshots through the export (path: "/export/dir/file", any file or directory under an
+ * export). create: holds NFS changes (nfs3_hold), snapshots every regular file's volume under
+ * path (filevol_snapshot_create, meta_snap_volsnap(name)), records the metadata
+ * (meta_snapshot_create), releases. revert: holds, reverts each file's volume, then the
+ * metadata (meta_snapshot_revert), deletes freed volumes, releases. delete: the metadata, then
+ * the volume snapshots and any freed volumes. Errors: -ENOENT (path or snapshot), -EEXIST,
+ * -EINVAL (bad name; path inside .snapshots), -EIO. err gets one line. */
+int gateway_snapshot_create(struct gateway *g, const char *path, const char *name, char *err,
+			    size_t errlen, gateway_cb cb, void *arg);
+int gateway_snapshot_delete(struct gateway *g, const char *name, char *err, size_t errlen,
+			    gateway_cb cb, void *arg);
+int gateway_snapshot_revert(struct gateway *g, const char *name, char *err, size_t errlen,
+			    gateway_cb cb, void *arg);
+/* [{"name","path","created","files","index"}]; path NULL: all, else those at or under it. */
+json_t *gateway_snapshot_list(struct gateway *g, const char *path);
+
 #endif

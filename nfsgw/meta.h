@@ -177,4 +177,75 @@ int meta_sync(struct meta *m, meta_cb cb, void *arg);
 const char *meta_exports_text(struct meta *m);
 int meta_set_exports_text(struct meta *m, const char *text, meta_cb cb, void *arg);
 
+/*
+ * Snapshots through the export (issue 3): a snapshot NAME of a file or directory is a frozen
+ * copy of that subtree's metadata, taken together with a snapshot of every regular file's
+ * volume, named meta_snap_volsnap(NAME), in one consistent cut (the gateway holds NFS
+ * writes while it takes them). Names are unique in the file system.
+ *
+ * Objects inside a snapshot have fileids with META_SNAP_BIT set, the snapshot's index in
+ * bits 48..62 and the fileid the object had when the snapshot was taken in bits 0..47 (live
+ * fileids stay below 2^48). meta_getattr, meta_lookup, meta_readdir and meta_readlink accept
+ * them and answer from the frozen copy (attributes carry the virtual fileid and the live
+ * generation). Index META_SNAP_DIRS_INDEX is reserved for the virtual `.snapshots`
+ * directories that the NFS layer shows in each export root; fileid META_SNAP_BIT | idx << 48
+ * (live part 0) is the virtual `.snapshots/NAME` directory, whose only entry is the
+ * snapshotted object under its own name. Both kinds are the NFS layer's to present.
+ *
+ * A regular file's volume is not deleted while a snapshot refers to it: meta_remove and
+ * meta_rename report freed_reg only when no snapshot holds the file; deleting the last
+ * snapshot that holds a removed file reports it then.
+ */
+#define META_SNAP_BIT (1ull << 63)
+#define META_SNAP_SHIFT 48
+#define META_SNAP_DIRS_INDEX 0x7fffu
+#define META_SNAP_MAX 4096
+#define META_SNAP_FILEID(idx, live) \
+	(META_SNAP_BIT | ((uint64_t)(idx) << META_SNAP_SHIFT) | ((live) & ((1ull << 48) - 1)))
+#define META_SNAP_INDEX(fileid) ((uint32_t)(((fileid) >> META_SNAP_SHIFT) & 0x7fffu))
+#define META_SNAP_LIVE(fileid) ((fileid) & ((1ull << 48) - 1))
+
+struct meta_snapinfo {
+	uint32_t index;
+	char name[META_NAME_MAX + 1];
+	uint64_t root;      /* the live fileid that was snapshotted */
+	uint64_t root_parent; /* its parent directory then */
+	char root_name[META_NAME_MAX + 1]; /* its name in that directory */
+	struct meta_time created;
+	uint64_t files;     /* regular files in it */
+};
+
+/* The volume snapshot name used for snapshot NAME ("nfsgw-" NAME, < 64 bytes). */
+void meta_snap_volsnap(const char *name, char *buf, size_t len);
+/* Records the snapshot of the subtree at fileid (the caller has already snapshotted every
+ * regular file's volume under it, while holding writes). -EEXIST, -ENOSPC (META_SNAP_MAX),
+ * -EINVAL (bad name, or fileid is itself in a snapshot). */
+int meta_snapshot_create(struct meta *m, uint64_t fileid, const char *name, uint32_t *index,
+			 meta_cb cb, void *arg);
+/* Calls fn(arg, fileid) synchronously for every regular file under fileid (live tree), e.g.
+ * to snapshot their volumes; stops at non-zero. */
+int meta_each_regular(struct meta *m, uint64_t fileid, int (*fn)(void *arg, uint64_t fileid),
+		      void *arg);
+/* Deletes snapshot name. freed[] (up to nfreed_max) gets the fileids of removed files whose
+ * volumes no other snapshot or live name holds any more (delete those volumes); *nfreed. The
+ * caller deletes the volume snapshots of the others. */
+int meta_snapshot_delete(struct meta *m, const char *name, uint64_t *freed, uint32_t nfreed_max,
+			 uint32_t *nfreed, meta_cb cb, void *arg);
+int meta_snapshot_find(struct meta *m, const char *name, struct meta_snapinfo *out);
+int meta_snapshot_by_index(struct meta *m, uint32_t index, struct meta_snapinfo *out);
+/* Snapshots in creation order; stops when fn returns non-zero. */
+int meta_snapshot_each(struct meta *m, int (*fn)(void *arg, const struct meta_snapinfo *si),
+		       void *arg);
+/* Reverts the live subtree to snapshot name's metadata: entries that exist in both get the
+ * snapshot's attributes (size included), entries created since are removed (reported in
+ * freed[] like meta_snapshot_delete when nothing else holds their volume), entries removed
+ * since are restored under their old fileid and name (their volumes still exist because the
+ * snapshot held them). The caller reverts each regular file's volume to meta_snap_volsnap()
+ * first (meta_each_snapfile lists them). -ENOENT when the snapshotted object's parent is gone. */
+int meta_snapshot_revert(struct meta *m, const char *name, uint64_t *freed, uint32_t nfreed_max,
+			 uint32_t *nfreed, meta_cb cb, void *arg);
+/* fn(arg, live fileid) for every regular file in snapshot name. */
+int meta_each_snapfile(struct meta *m, const char *name, int (*fn)(void *arg, uint64_t fileid),
+		       void *arg);
+
 #endif

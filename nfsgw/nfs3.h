@@ -52,6 +52,15 @@ struct nfs3;
 int nfs3_prog_new(struct rpc_server *s, const struct nfs3_params *p, struct nfs3 **out);
 void nfs3_prog_free(struct nfs3 *n);
 
+/* Holds every call that changes anything (WRITE, COMMIT, SETATTR, CREATE, MKDIR, SYMLINK,
+ * MKNOD, REMOVE, RMDIR, RENAME, LINK) from now on and calls cb(arg, 0) once those already in
+ * progress have finished; held calls wait in arrival order until nfs3_release. Reads go on.
+ * Holds nest (counted). For consistent snapshots. */
+int nfs3_hold(struct nfs3 *n, void (*cb)(void *arg, int res), void *arg);
+void nfs3_release(struct nfs3 *n);
+/* Calls dispatched and not yet answered (the gateway waits for 0 before closing the meta). */
+uint32_t nfs3_inflight(struct nfs3 *n);
+
 /* File handles. decode: -EBADMSG malformed, 0 otherwise (staleness is checked by callers). */
 void nfs3_fh_encode(uint8_t out[NFS3_FH_LEN], uint32_t export_id, const uint8_t fsid[16],
 		    uint64_t fileid, uint64_t gen);
