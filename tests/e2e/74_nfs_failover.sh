@@ -54,6 +54,9 @@ gw_start
 gw_wait
 finish $load "$WORK/load-a.log"
 grep -q ' reconnects=[1-9]' "$WORK/load-a.log" || die "the load never saw the gateway die"
+# One kill, one reconnect: a second one means a call failed on the new connection too (an
+# error reply from the restarted gateway, which a guest would see as an I/O error).
+grep -q 'reconnects=1 errors=0' "$WORK/load-a.log" || die "more than one reconnect for one kill"
 
 log "A: the acknowledged data survives another kill -9 (no load)"
 gw_kill9
