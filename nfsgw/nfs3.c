@@ -109,6 +109,8 @@ static void req_free(struct nfs3_req *r)
 	if (r->scratch_free)
 		r->scratch_free(r->scratch);
 	free(r->buf);
+	/* Hold callbacks run here; our own inflight count keeps n alive through them. */
+	nfs3_hold_finished(r);
 	free(r);
 	n->inflight--;
 	if (n->dying && n->inflight == 0)
@@ -298,7 +300,13 @@ static void dispatch(void *ctx, struct rpc_call *c)
 	r->proc = c->proc;
 	r->args_live = true;
 	n->inflight++;
-	pe->fn(r);
+	if (nfs3_hold_admit(r))
+		nfs3_run(r);
+}
+
+void nfs3_run(struct nfs3_req *r)
+{
+	procs[r->proc].fn(r);
 }
 
 int nfs3_prog_new(struct rpc_server *s, const struct nfs3_params *p, struct nfs3 **out)
@@ -324,6 +332,9 @@ void nfs3_prog_free(struct nfs3 *n)
 {
 	if (!n)
 		return;
+	/* Held calls would wait for a release that may never come: the clients retransmit. */
+	n->holds = 0;
+	nfs3_hold_drop_all(n);
 	if (n->inflight) {
 		n->dying = true; /* the last request frees it */
 		return;

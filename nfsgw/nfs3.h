@@ -55,7 +55,8 @@ void nfs3_prog_free(struct nfs3 *n);
 /* Holds every call that changes anything (WRITE, COMMIT, SETATTR, CREATE, MKDIR, SYMLINK,
  * MKNOD, REMOVE, RMDIR, RENAME, LINK) from now on and calls cb(arg, 0) once those already in
  * progress have finished; held calls wait in arrival order until nfs3_release. Reads go on.
- * Holds nest (counted). For consistent snapshots. */
+ * Holds nest (counted). For consistent snapshots. cb runs before nfs3_hold returns when
+ * nothing changing is in progress. nfs3_prog_free drops held calls (clients retransmit). */
 int nfs3_hold(struct nfs3 *n, void (*cb)(void *arg, int res), void *arg);
 void nfs3_release(struct nfs3 *n);
 /* Calls dispatched and not yet answered (the gateway waits for 0 before closing the meta). */

@@ -44,6 +44,12 @@ struct nfs3 {
 	uint64_t files;
 	uint32_t inflight; /* requests not yet finished */
 	bool dying;	   /* nfs3_prog_free ran with requests in flight */
+	/* nfs3_hold: changing calls running, holds taken, calls held (FIFO), and hold callbacks
+	 * waiting for the running ones to finish. */
+	uint32_t changing;
+	uint32_t holds;
+	struct nfs3_req *held_head, *held_tail;
+	struct nfs3_hold_waiter *waiters;
 };
 
 union nfs3_args {
@@ -100,6 +106,8 @@ struct nfs3_req {
 	struct rpc_call *c;
 	uint32_t proc;
 	bool args_live; /* rpc_args_free still owed */
+	bool changing;	/* counted in n->changing while it runs */
+	struct nfs3_req *held_next;
 	bool have_export;
 	/* From the prologue of the first handle. */
 	uint32_t export_id;
@@ -156,6 +164,15 @@ void nfs3_fail_errno(struct nfs3_req *r, int err);
 void nfs3_reply_read(struct nfs3_req *r, char *buf, uint32_t len);
 /* Finishes without a reply. */
 void nfs3_drop(struct nfs3_req *r);
+/* Runs r's procedure handler (nfs3.c). */
+void nfs3_run(struct nfs3_req *r);
+
+/* Holds (nfs3_hold.c). admit: false when r was queued behind a hold (it runs at release).
+ * finished: from every request's finish. drop_all: drops the queued calls (no reply). */
+bool nfs3_proc_changes(uint32_t proc);
+bool nfs3_hold_admit(struct nfs3_req *r);
+void nfs3_hold_finished(struct nfs3_req *r);
+void nfs3_hold_drop_all(struct nfs3 *n);
 
 /* Resolves a handle (nfs3.c): the export must exist and list the client (the first handle
  * of a call also sets r->export_id, r->ro and r->cred; later ones must be in the same

@@ -5,7 +5,7 @@
  * itself for everything that does not touch file data: a real rpc_server on 127.0.0.52 with
  * the real meta (on an in-memory bdev in this file) and no file volumes, driven by a
  * hand-rolled AUTH_SYS client encoding with libnfs's codecs (handles, refusals, namespace
- * ops, READDIR paging and cookie verifiers, ro exports, permissions).
+ * ops, READDIR paging and cookie verifiers, ro exports, permissions, nfs3_hold/release).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -700,8 +701,9 @@ static void reply_free(struct reply *rp)
 	memset(rp, 0, sizeof(*rp));
 }
 
-static int call_raw(struct fx *f, uint32_t proc, uint32_t uid, uint32_t gid, const uint8_t *args,
-		    uint32_t alen, zdrproc_t rescodec, void *res, size_t ressize, struct reply *rp)
+/* Sends one call; returns its xid. */
+static uint32_t send_raw(struct fx *f, uint32_t proc, uint32_t uid, uint32_t gid,
+			 const uint8_t *args, uint32_t alen)
 {
 	uint8_t hdr[4 + 40 + 20 + 8];
 	uint32_t xid = ++f->xid, w = 4;
@@ -712,6 +714,13 @@ static int call_raw(struct fx *f, uint32_t proc, uint32_t uid, uint32_t gid, con
 	/* One write: a header and args in two segments would wait on Nagle + delayed ACK. */
 	struct iovec iov[2] = {{hdr, w}, {(void *)args, alen}};
 	assert_int_equal(writev(f->sock, iov, alen ? 2 : 1), (ssize_t)(w + alen));
+	return xid;
+}
+
+/* Receives the reply to xid (the next one on the socket). */
+static int recv_raw(struct fx *f, uint32_t xid, zdrproc_t rescodec, void *res, size_t ressize,
+		    struct reply *rp)
+{
 	uint8_t mark[4];
 	full_read(f->sock, mark, 4);
 	uint32_t len = get32(mark) & 0x7fffffffu;
@@ -732,6 +741,13 @@ static int call_raw(struct fx *f, uint32_t proc, uint32_t uid, uint32_t gid, con
 		assert_true(rescodec(&rp->z, res));
 	}
 	return (int)stat;
+}
+
+static int call_raw(struct fx *f, uint32_t proc, uint32_t uid, uint32_t gid, const uint8_t *args,
+		    uint32_t alen, zdrproc_t rescodec, void *res, size_t ressize, struct reply *rp)
+{
+	uint32_t xid = send_raw(f, proc, uid, gid, args, alen);
+	return recv_raw(f, xid, rescodec, res, ressize, rp);
 }
 
 static int call(struct fx *f, uint32_t proc, uint32_t uid, zdrproc_t argcodec, void *args,
@@ -1228,6 +1244,136 @@ static void test_proto_refusals(void **state)
 	reply_free(&rp);
 }
 
+/* ---- nfs3_hold / nfs3_release / nfs3_inflight ---- */
+
+struct holdctl {
+	struct fx *f;
+	int fired;	/* hold callbacks run */
+	int fired_sync; /* of those, before nfs3_hold returned */
+	uint32_t inflight;
+	int rc;
+};
+
+static void hold_cb(void *arg, int res)
+{
+	struct holdctl *h = arg;
+	assert_int_equal(res, 0);
+	__atomic_add_fetch(&h->fired, 1, __ATOMIC_ACQ_REL);
+}
+
+static void hold_take(void *arg)
+{
+	struct holdctl *h = arg;
+	int before = h->fired;
+	h->rc = nfs3_hold(h->f->n, hold_cb, h);
+	h->fired_sync = h->fired - before;
+	h->inflight = nfs3_inflight(h->f->n);
+}
+
+static void hold_count(void *arg)
+{
+	struct holdctl *h = arg;
+	h->inflight = nfs3_inflight(h->f->n);
+}
+
+static void hold_release(void *arg)
+{
+	struct holdctl *h = arg;
+	nfs3_release(h->f->n);
+	h->inflight = nfs3_inflight(h->f->n);
+}
+
+/* Release, then hold again at once: the released MKDIR is now running (waiting for its meta
+ * record), so the new hold's callback must wait for it. */
+static void hold_release_retake(void *arg)
+{
+	struct holdctl *h = arg;
+	nfs3_release(h->f->n);
+	hold_take(h);
+}
+
+static uint32_t send_mkdir(struct fx *f, uint8_t *dir, const char *name)
+{
+	MKDIR3args ma;
+	memset(&ma, 0, sizeof(ma));
+	ma.where.dir = fh3(dir, NFS3_FH_LEN);
+	ma.where.name = (char *)name;
+	uint8_t abuf[256];
+	ZDR z;
+	zdrmem_create(&z, (char *)abuf, sizeof(abuf), ZDR_ENCODE);
+	assert_true(zdr_MKDIR3args(&z, &ma));
+	uint32_t alen = (uint32_t)zdr_getpos(&z);
+	zdr_destroy(&z);
+	return send_raw(f, 9, 0, 0, abuf, alen);
+}
+
+static bool sock_readable(struct fx *f, int ms)
+{
+	struct pollfd pfd = {.fd = f->sock, .events = POLLIN};
+	return poll(&pfd, 1, ms) == 1;
+}
+
+static void test_proto_hold(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *root = f->root[0];
+	struct holdctl h = {.f = f};
+	struct reply rp = {0};
+	MKDIR3res mr;
+	/* nothing changing runs: the hold is granted at once */
+	assert_int_equal(loop_call(f->l, hold_take, &h), 0);
+	assert_int_equal(h.rc, 0);
+	assert_int_equal(h.fired_sync, 1);
+	assert_int_equal(h.inflight, 0);
+	/* a MKDIR waits; reads are answered meanwhile (their reply comes first) */
+	uint32_t x1 = send_mkdir(f, root, "held1");
+	assert_int_equal(getattr(f, root, NFS3_FH_LEN, NULL), NFS3_OK);
+	assert_int_equal(lookup(f, root, "held1", NULL, NULL), NFS3ERR_NOENT);
+	/* nested: a second hold, one release, still held */
+	assert_int_equal(loop_call(f->l, hold_take, &h), 0);
+	assert_int_equal(h.fired_sync, 1);
+	assert_int_equal(h.inflight, 1); /* the held MKDIR counts */
+	assert_int_equal(loop_call(f->l, hold_release, &h), 0);
+	assert_false(sock_readable(f, 200));
+	assert_int_equal(lookup(f, root, "held1", NULL, NULL), NFS3ERR_NOENT);
+	/* the last release runs it */
+	assert_int_equal(loop_call(f->l, hold_release, &h), 0);
+	assert_int_equal(recv_raw(f, x1, NFS3_ZDR(zdr_MKDIR3res), &mr, sizeof(mr), &rp), 0);
+	assert_int_equal(mr.status, NFS3_OK);
+	assert_int_equal(lookup(f, root, "held1", NULL, NULL), NFS3_OK);
+	/* held calls run in arrival order at release; a hold taken while a change still runs
+	 * (the first MKDIR waits for its meta record) waits for its end */
+	assert_int_equal(loop_call(f->l, hold_take, &h), 0);
+	uint32_t x2 = send_mkdir(f, root, "held2");
+	uint32_t x3 = send_mkdir(f, root, "held2"); /* the same name again: EXIST at once */
+	assert_int_equal(getattr(f, root, NFS3_FH_LEN, NULL), NFS3_OK);
+	int before = h.fired;
+	assert_int_equal(loop_call(f->l, hold_release_retake, &h), 0);
+	assert_int_equal(h.rc, 0);
+	assert_int_equal(h.fired_sync, 0);
+	assert_int_equal(h.inflight, 1); /* the first, still running */
+	assert_int_equal(recv_raw(f, x3, NFS3_ZDR(zdr_MKDIR3res), &mr, sizeof(mr), &rp), 0);
+	assert_int_equal(mr.status, NFS3ERR_EXIST);
+	assert_int_equal(recv_raw(f, x2, NFS3_ZDR(zdr_MKDIR3res), &mr, sizeof(mr), &rp), 0);
+	assert_int_equal(mr.status, NFS3_OK);
+	for (int i = 0; i < 2000 && __atomic_load_n(&h.fired, __ATOMIC_ACQUIRE) == before; i++)
+		usleep(1000);
+	assert_int_equal(__atomic_load_n(&h.fired, __ATOMIC_ACQUIRE), before + 1);
+	/* under that hold a new change waits */
+	uint32_t x4 = send_mkdir(f, root, "held4");
+	assert_false(sock_readable(f, 100));
+	assert_int_equal(loop_call(f->l, hold_release, &h), 0);
+	assert_int_equal(recv_raw(f, x4, NFS3_ZDR(zdr_MKDIR3res), &mr, sizeof(mr), &rp), 0);
+	assert_int_equal(mr.status, NFS3_OK);
+	assert_int_equal(loop_call(f->l, hold_count, &h), 0);
+	assert_int_equal(h.inflight, 0);
+	/* a hold left taken at teardown: the held call is dropped, nothing leaks */
+	assert_int_equal(loop_call(f->l, hold_take, &h), 0);
+	send_mkdir(f, root, "held3");
+	assert_int_equal(getattr(f, root, NFS3_FH_LEN, NULL), NFS3_OK);
+	reply_free(&rp);
+}
+
 static nfsstat3 write3(struct fx *f, uint8_t *fh, uint64_t off, uint32_t len, int pat,
 		       stable_how how, WRITE3resok *ok)
 {
@@ -1361,6 +1507,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_proto_namespace, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_proto_readdir, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_proto_refusals, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_proto_hold, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_proto_data, fx_data_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
