@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <nfsc/libnfs.h>
@@ -290,6 +292,72 @@ static void test_pmap_client(void **state)
 	assert_true(r < 0 && r != -EEXIST);
 }
 
+/* A PMAP2 SET sent from src (any local address) by hand; the reply's boolean, or -1. */
+static int raw_set(struct env *e, const struct sockaddr_in *src)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	inet_pton(AF_INET, HOST, &dst.sin_addr);
+	if (bind(fd, (const struct sockaddr *)src, sizeof(*src)) < 0 ||
+	    connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
+		close(fd);
+		return -1;
+	}
+	uint32_t w[] = {
+	    0x80000000u | 4 * 14, 77, 0, 2, 100000, 2, 1, 0, 0, 0, 0, 300002, 1, 6, 9999};
+	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
+		w[i] = htonl(w[i]);
+	assert_int_equal(send(fd, w, sizeof(w), 0), (ssize_t)sizeof(w));
+	uint32_t r[8];
+	size_t got = 0;
+	while (got < sizeof(r)) {
+		ssize_t n = recv(fd, (char *)r + got, sizeof(r) - got, 0);
+		assert_true(n > 0);
+		got += (size_t)n;
+	}
+	close(fd);
+	assert_int_equal(ntohl(r[0]), 0x80000000u | 28);
+	assert_int_equal(ntohl(r[1]), 77);
+	assert_int_equal(ntohl(r[6]), 0); /* SUCCESS */
+	return (int)ntohl(r[7]);
+}
+
+static void test_set_from_non_loopback(void **state)
+{
+	struct env *e = *state;
+	struct sockaddr_in lo = {.sin_family = AF_INET};
+	inet_pton(AF_INET, "127.0.0.34", &lo.sin_addr);
+	/* Loopback (raw path sanity): accepted, and a duplicate refused. */
+	assert_int_equal(raw_set(e, &lo), 1);
+	assert_int_equal(raw_set(e, &lo), 0);
+	struct ifaddrs *ifs, *ifa;
+	assert_int_equal(getifaddrs(&ifs), 0);
+	struct sockaddr_in ext = {0};
+	for (ifa = ifs; ifa; ifa = ifa->ifa_next)
+		if (ifa->ifa_addr && ifa->ifa_addr->sa_family == AF_INET &&
+		    (ntohl(((struct sockaddr_in *)ifa->ifa_addr)->sin_addr.s_addr) >> 24) != 127) {
+			ext = *(struct sockaddr_in *)ifa->ifa_addr;
+			break;
+		}
+	freeifaddrs(ifs);
+	if (!ext.sin_family)
+		skip(); /* no non-loopback address on this machine */
+	ext.sin_port = 0;
+	/* From a non-loopback source, SET is answered FALSE even for a new mapping. */
+	struct rpc_context *rpc = client(e);
+	struct res r = {0};
+	assert_int_equal(rpc_pmap2_unset_async(rpc, 300002, 1, 6, 0, cb_u32, &r), 0);
+	drive(rpc, &r);
+	assert_int_equal(r.u, 1);
+	int v = raw_set(e, &ext);
+	if (v < 0)
+		skip(); /* this host does not route from that address to loopback */
+	assert_int_equal(v, 0);
+	assert_int_equal(getport(rpc, 300002, 1), 0);
+	rpc_destroy_context(rpc);
+}
+
 static void test_callit_unavail(void **state)
 {
 	struct env *e = *state;
@@ -310,6 +378,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_set_unset_loopback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pmap_client, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_callit_unavail, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_set_from_non_loopback, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
