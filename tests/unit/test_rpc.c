@@ -13,7 +13,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -888,6 +890,54 @@ static void test_reply_too_big(void **state)
 	free(r.p);
 }
 
+static double cpu_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Out of descriptors: the server neither spins on its listener nor loses the connections
+ * waiting in the backlog once descriptors are back. */
+static void test_accept_emfile(void **state)
+{
+	struct env *e = *state;
+	struct buf r = {0};
+	int fds[3];
+	struct rlimit old, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	int top = dup(0); /* the lowest free descriptor: all new ones would be >= top */
+	assert_true(top >= 0);
+	close(top);
+	for (int i = 0; i < 3; i++)
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+	low = old;
+	int maxfd = fds[0];
+	for (int i = 1; i < 3; i++)
+		if (fds[i] > maxfd)
+			maxfd = fds[i];
+	low.rlim_cur = (rlim_t)maxfd + 1;
+	/* Connect after lowering: the server cannot accept these. */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	inet_pton(AF_INET, HOST, &sin.sin_addr);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(connect(fds[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
+	double c0 = cpu_seconds();
+	usleep(400000);
+	double spent = cpu_seconds() - c0;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_true(spent < 0.2);
+	for (int i = 0; i < 3; i++) {
+		struct timeval tv = {.tv_sec = 5};
+		setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		simple_call(fds[i], 100 + (uint32_t)i, TPROG, 1, 0, &r);
+		expect_success(&r, 100 + (uint32_t)i);
+		close(fds[i]);
+	}
+	free(r.p);
+}
+
 static void test_listen_errors(void **state)
 {
 	struct env *e = *state;
@@ -914,6 +964,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reset_with_calls_pending, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flow_control, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reply_too_big, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_accept_emfile, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_listen_errors, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
