@@ -3,7 +3,8 @@
  * loop on a thread; the test is a blocking client that builds records by hand. Test program
  * 400000 v1-2: 0 NULL, 1 echo opaque, 2 reply after N ms, 3 reply with N data bytes (zero
  * copy), 4 like 3 but after N ms, 5 echo credentials, 6 decode {opaque, uint} (bad lengths),
- * 7 a reply too big to encode, 8 decode libnfs's READ3args and answer its count.
+ * 7 a reply too big to encode, 8 decode libnfs's READ3args and answer its count, 9 decode
+ * READDIR3args (a fixed-size opaque) and answer its count.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,6 +47,11 @@ static uint32_t zdr_u32(ZDR *z, void *p, ...)
 static uint32_t zdr_read3(ZDR *z, void *p, ...)
 {
 	return zdr_READ3args(z, p);
+}
+
+static uint32_t zdr_readdir3(ZDR *z, void *p, ...)
+{
+	return zdr_READDIR3args(z, p);
 }
 
 struct pair {
@@ -183,6 +189,17 @@ static void tprog(void *ctx, struct rpc_call *c)
 		}
 		uint32_t n = a.count + a.file.data.data_len;
 		rpc_args_free(c, zdr_read3, &a);
+		rpc_reply(c, zdr_u32, &n);
+		return;
+	}
+	case 9: {
+		READDIR3args a;
+		if (rpc_decode_args(c, zdr_readdir3, &a, sizeof(a)) < 0) {
+			rpc_reply_accept(c, RPC_GARBAGE_ARGS);
+			return;
+		}
+		uint32_t n = a.count;
+		rpc_args_free(c, zdr_readdir3, &a);
 		rpc_reply(c, zdr_u32, &n);
 		return;
 	}
@@ -697,6 +714,31 @@ static void test_bad_xdr_lengths(void **state)
 		} else {
 			assert_int_equal(word(&r, 5), RPC_SUCCESS);
 			assert_int_equal(word(&r, 6), 1008);
+		}
+	}
+	/* A fixed-size opaque (the cookie verifier) cut short at the end of the record, and
+	 * then whole. */
+	for (uint32_t k = 0; k < 2; k++) {
+		b.len = 0;
+		call_hdr(&b, 85 + k, 2, TPROG, 1, 9, 0, NULL);
+		put(&b, 8);
+		put(&b, 1);
+		put(&b, 2);
+		put(&b, 0);
+		put(&b, 3); /* cookie */
+		put(&b, 0x11111111);
+		if (k == 1) {
+			put(&b, 0x22222222);
+			put(&b, 4321); /* count */
+		}
+		send_rec(fd, &b, 1);
+		assert_int_equal(recv_rec(fd, &r), 0);
+		assert_int_equal(word(&r, 0), 85 + k);
+		if (k == 0) {
+			assert_int_equal(word(&r, 5), RPC_GARBAGE_ARGS);
+		} else {
+			assert_int_equal(word(&r, 5), RPC_SUCCESS);
+			assert_int_equal(word(&r, 6), 4321);
 		}
 	}
 	/* and a good one */
