@@ -62,18 +62,18 @@ struct engine_replica_status {
 	char node[STORE_NAME_MAX];
 	enum engine_replica_state state;
 	uint64_t epoch;
-	uint64_t resync_copied;   /* bytes copied by the last (or current) resync */
-	uint64_t resync_total;    /* bytes that resync has to examine */
-	uint64_t resync_done;     /* bytes of resync_total done */
-	bool resync_full;         /* rebuild by hash compare rather than bitmap */
-	char error[128];          /* why it is stale, if it is */
+	uint64_t resync_copied; /* bytes copied by the last (or current) resync */
+	uint64_t resync_total;	/* bytes that resync has to examine */
+	uint64_t resync_done;	/* bytes of resync_total done */
+	bool resync_full;	/* rebuild by hash compare rather than bitmap */
+	char error[128];	/* why it is stale, if it is */
 };
 
 typedef void (*engine_cb)(void *arg, int res);
 
 /* cb(arg, 0) when open; *out is valid from the call on, but unusable until cb. */
-int engine_open(struct loop *l, const struct engine_params *p, struct engine **out,
-		engine_cb cb, void *arg);
+int engine_open(struct loop *l, const struct engine_params *p, struct engine **out, engine_cb cb,
+		void *arg);
 /* Waits for in-flight I/O, flushes, marks replicas clean, frees. */
 int engine_close(struct engine *e, engine_cb cb, void *arg);
 /* The engine as a block device (valid while open). */
@@ -95,8 +95,7 @@ int engine_snapshot_revert(struct engine *e, const char *name, engine_cb cb, voi
 int engine_snapshot_list(struct engine *e, char **json, engine_cb cb, void *arg);
 /* Clone snapshot into a new volume new_name on the nodes of the in-sync replicas (the clone's
  * replica set lists only those). */
-int engine_clone(struct engine *e, const char *snap, const char *new_name, engine_cb cb,
-		 void *arg);
+int engine_clone(struct engine *e, const char *snap, const char *new_name, engine_cb cb, void *arg);
 int engine_resize(struct engine *e, uint64_t size, engine_cb cb, void *arg);
 
 /* Compares XXH3 of every extent across in-sync and reachable replicas, the head and then each
@@ -112,6 +111,14 @@ int engine_verify(struct engine *e, char **json, engine_cb cb, void *arg);
  * "length","hashes":{..},"reason"}] (no majority, or the copy failed). Snapshot views are
  * compared as by verify but never repaired. */
 int engine_repair(struct engine *e, char **json, engine_cb cb, void *arg);
+
+/* Reads [off, off+len) of snapshot snap's view (SNAP_READ) from one in-sync replica, the local
+ * one first, failing over to another in-sync replica on an error (engine_snapread.c). What lies
+ * past the volume's size reads as zeros. -ENOENT (through cb): no such snapshot; -ESTALE:
+ * fenced. The snapshot's identity comes from SNAP_LIST and is cached until the next snapshot op.
+ * cb never runs before the call returns. */
+int engine_snap_read(struct engine *e, const char *snap, uint64_t off, uint32_t len, void *buf,
+		     engine_cb cb, void *arg);
 
 /* Wait until every replica is healthy (cb 0) or timeout_ms passes (cb -ETIMEDOUT). */
 int engine_wait_healthy(struct engine *e, uint32_t timeout_ms, engine_cb cb, void *arg);

@@ -228,6 +228,12 @@ struct engine {
 	struct target *auth_t;
 	uint64_t snap_gen;     /* bumped when a snapshot op starts and ends (catch-up re-checks) */
 	struct repair *repair; /* engine_repair.c, while one runs */
+	/* engine_snapread.c: the identity of the snapshot read last, valid while snap_gen is
+	 * sr_gen (no snapshot op since it was listed). */
+	bool sr_cached;
+	uint64_t sr_gen;
+	char sr_name[STORE_NAME_MAX];
+	char sr_id[STORE_SNAP_ID_MAX];
 };
 
 /* engine.c */
