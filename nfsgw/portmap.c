@@ -1,9 +1,9 @@
 /*
  * portmap: program 100000 v2 (PMAP) and v3/v4 (RPCBIND) on an rpc_server (see
- * nfsgw/portmap.h). The table is a small array (a gateway registers a handful of programs);
- * every answer is computed and sent synchronously, so no call outlives its handler.
- * Addresses in v3/v4 answers are the address the client connected to, with the entry's port:
- * the gateway's programs listen on every address the portmapper does.
+ * nfsgw/portmap.h), plus v4 GETADDRLIST for `rpcinfo -l`. The table is a small array (a gateway
+ * registers a handful of programs); every answer is computed and sent synchronously, so no call
+ * outlives its handler. Addresses in v3/v4 answers are the address the client connected to, with
+ * the entry's port: the gateway's programs listen on every address the portmapper does.
  * portmap_free() must come after rpc_server_free() (the server keeps a pointer to us).
  */
 #include <arpa/inet.h>
@@ -215,6 +215,38 @@ static void getaddr(struct portmap *pm, struct rpc_call *c, uint32_t prog, uint3
 	rpc_reply(c, zdr_str3, &r);
 }
 
+/* rpcb_entry_list_ptr (RFC 1833) for GETADDRLIST: no libnfs codec, so encoded here. */
+struct addrlist {
+	struct portmap *pm;
+	const struct sockaddr_storage *local;
+	uint32_t prog, vers;
+};
+
+static uint32_t zdr_addrlist(ZDR *z, void *p, ...)
+{
+	struct addrlist *a = p;
+	uint32_t yes = 1, no = 0, cots_ord = 3;
+	for (uint32_t i = 0; i < a->pm->n; i++) {
+		const struct pm_entry *e = &a->pm->e[i];
+		if (e->prog != a->prog || e->vers != a->vers)
+			continue;
+		char addr[PM_UADDR];
+		uaddr(a->local, e->port, addr, sizeof(addr));
+		char *maddr = addr, *netid = (char *)netid_of(e->prot), *fam = "inet";
+		if (!zdr_u_int(z, &yes) || !zdr_string(z, &maddr, PM_UADDR) ||
+		    !zdr_string(z, &netid, 8) || !zdr_u_int(z, &cots_ord) ||
+		    !zdr_string(z, &fam, 8) || !zdr_string(z, &netid, 8))
+			return 0;
+	}
+	return zdr_u_int(z, &no);
+}
+
+static void getaddrlist(struct portmap *pm, struct rpc_call *c, uint32_t prog, uint32_t vers)
+{
+	struct addrlist a = {.pm = pm, .local = &c->local, .prog = prog, .vers = vers};
+	rpc_reply(c, zdr_addrlist, &a);
+}
+
 static void v34_call(struct portmap *pm, struct rpc_call *c)
 {
 	switch (c->proc) {
@@ -244,12 +276,13 @@ static void v34_call(struct portmap *pm, struct rpc_call *c)
 	case 2:
 	case 3:
 	case 9:
+	case 11:
 		break;
 	default:
 		rpc_reply_accept(c, RPC_PROC_UNAVAIL);
 		return;
 	}
-	if (c->proc == 9 && c->vers < 4) {
+	if ((c->proc == 9 || c->proc == 11) && c->vers < 4) {
 		rpc_reply_accept(c, RPC_PROC_UNAVAIL);
 		return;
 	}
@@ -276,6 +309,11 @@ static void v34_call(struct portmap *pm, struct rpc_call *c)
 				ok = true;
 			}
 		}
+	}
+	if (c->proc == 11) {
+		rpc_args_free(c, zdr_map3, &m);
+		getaddrlist(pm, c, m.prog, m.vers);
+		return;
 	}
 	if (c->proc == 3 || c->proc == 9) {
 		rpc_args_free(c, zdr_map3, &m);

@@ -358,6 +358,51 @@ static void test_set_from_non_loopback(void **state)
 	rpc_destroy_context(rpc);
 }
 
+static void test_getaddrlist_v4(void **state)
+{
+	struct env *e = *state;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	inet_pton(AF_INET, HOST, &dst.sin_addr);
+	assert_int_equal(connect(fd, (struct sockaddr *)&dst, sizeof(dst)), 0);
+	/* GETADDRLIST(100005, 3, netid "", addr "", owner "") */
+	uint32_t w[] = {
+	    0x80000000u | 4 * 15, 78, 0, 2, 100000, 4, 11, 0, 0, 0, 0, 100005, 3, 0, 0, 0};
+	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
+		w[i] = htonl(w[i]);
+	assert_int_equal(send(fd, w, sizeof(w), 0), (ssize_t)sizeof(w));
+	uint8_t r[256];
+	size_t got = 0;
+	uint32_t mark = 0;
+	while (got < 4 || got < 4 + (mark & 0x7fffffff)) {
+		ssize_t n = recv(fd, r + got, sizeof(r) - got, 0);
+		assert_true(n > 0);
+		got += (size_t)n;
+		if (got >= 4) {
+			memcpy(&mark, r, 4);
+			mark = ntohl(mark);
+		}
+	}
+	close(fd);
+	uint32_t v[64];
+	memcpy(v, r, got < sizeof(v) ? got : sizeof(v));
+	assert_int_equal(ntohl(v[1]), 78);
+	assert_int_equal(ntohl(v[6]), 0); /* SUCCESS */
+	assert_int_equal(ntohl(v[7]), 1); /* one entry follows */
+	const char *want = HOST ".78.80";
+	assert_int_equal(ntohl(v[8]), strlen(want));
+	assert_memory_equal(&v[9], want, strlen(want));
+	uint32_t i = 9 + (uint32_t)(strlen(want) + 3) / 4;
+	assert_int_equal(ntohl(v[i]), 3);
+	assert_memory_equal(&v[i + 1], "tcp", 3);
+	assert_int_equal(ntohl(v[i + 2]), 3); /* NC_TPI_COTS_ORD */
+	assert_int_equal(ntohl(v[i + 3]), 4);
+	assert_memory_equal(&v[i + 4], "inet", 4);
+	assert_int_equal(ntohl(v[i + 5]), 3);
+	assert_int_equal(ntohl(v[i + 7]), 0); /* end of list */
+	assert_int_equal(got, 4 * (i + 8));
+}
+
 static void test_callit_unavail(void **state)
 {
 	struct env *e = *state;
@@ -378,6 +423,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_set_unset_loopback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pmap_client, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_callit_unavail, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_getaddrlist_v4, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_set_from_non_loopback, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
