@@ -8,11 +8,11 @@
  * checkpoint, that checkpoint's length and header hash, fsid, write verifier and the layout,
  * XXH3-checksummed. The newest verifying one wins.
  * A checkpoint is a header (as a log record's, magic MCKP, sequence 0) and the entries
- * recreating the tree: counter, exports, every inode, then per directory its next cookie and
- * its entries in cookie order. Writing one: the image goes to the area not in use, a flush
- * makes it (and every log record before) durable, then the other superblock is written with
- * FUA and names it with the next generation; the log restarts at its start, and records of
- * older generations left there can never verify again.
+ * recreating the tree: counter, exports, the snapshots (meta_snap.c) in creation order, every
+ * inode, then per directory its next cookie and its entries in cookie order. Writing one: the image
+ * goes to the area not in use, a flush makes it (and every log record before) durable, then the
+ * other superblock is written with FUA and names it with the next generation; the log restarts at
+ * its start, and records of older generations left there can never verify again.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -128,6 +128,8 @@ static int encode(struct meta *m, struct mbuf *b)
 	r = mr_u64(b, ME_COUNTER, m->next_fileid);
 	if (r == 0 && m->exports)
 		r = mr_exports(b, m->exports, strlen(m->exports));
+	if (r == 0)
+		r = ms_encode(m, b);
 	for (size_t i = 0; i < m->ihn && r == 0; i++)
 		for (struct minode *in = m->ih[i]; in && r == 0; in = in->hnext)
 			r = mr_inode(b, in);

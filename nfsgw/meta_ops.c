@@ -12,7 +12,7 @@
 /* Room kept in a checkpoint area beyond the tree's image, for the entries of one operation. */
 #define SPACE_SLACK (64u << 10)
 
-static int op_begin(struct meta *m)
+int mo_begin(struct meta *m)
 {
 	if (!m->loaded || m->closing)
 		return -EBUSY;
@@ -41,7 +41,7 @@ static int dir_get(struct meta *m, uint64_t dir, struct minode **out)
 	return 0;
 }
 
-static int space_check(struct meta *m, size_t more)
+int mo_space(struct meta *m, size_t more)
 {
 	if (m->img_bytes + more + SPACE_SLACK > m->ckpt_cap)
 		return -ENOSPC;
@@ -49,7 +49,7 @@ static int space_check(struct meta *m, size_t more)
 }
 
 /* Applies the entries queued since start and registers the callback. */
-static int commit(struct meta *m, size_t start, int enc, meta_cb cb, void *arg, uint32_t flags)
+int mo_commit(struct meta *m, size_t start, int enc, meta_cb cb, void *arg, uint32_t flags)
 {
 	int r = enc;
 	if (r == 0)
@@ -87,7 +87,7 @@ int meta_create(struct meta *m, const struct meta_create_args *a, uint64_t *file
 {
 	struct minode *di = NULL;
 	size_t len = 0, sl = 0;
-	int r = op_begin(m);
+	int r = mo_begin(m);
 	if (r == 0)
 		r = dir_get(m, a->dir, &di);
 	if (r == 0)
@@ -117,7 +117,7 @@ int meta_create(struct meta *m, const struct meta_create_args *a, uint64_t *file
 	}
 	if (a->type == META_DIR && di->a.nlink >= META_NLINK_MAX)
 		return -EMLINK;
-	if ((r = space_check(m, mt_inode_esize(sl) + mt_dirent_esize(len) + 20)) < 0)
+	if ((r = mo_space(m, mt_inode_esize(sl) + mt_dirent_esize(len) + 20)) < 0)
 		return r;
 	struct meta_time now;
 	meta_now(&now);
@@ -147,7 +147,7 @@ int meta_create(struct meta *m, const struct meta_create_args *a, uint64_t *file
 		r = mr_inode(&m->q, &dn);
 	if (r == 0)
 		r = mr_dirent_add(&m->q, a->dir, di->dir->next_cookie, id, a->name, len);
-	r = commit(m, start, r, cb, arg, MW_FUA);
+	r = mo_commit(m, start, r, cb, arg, MW_FUA);
 	if (r == 0) {
 		*fileid = id;
 		*existed = false;
@@ -160,7 +160,7 @@ int meta_link(struct meta *m, uint64_t fileid, uint64_t dir, const char *name, m
 {
 	struct minode *di = NULL, *in = NULL;
 	size_t len = 0;
-	int r = op_begin(m);
+	int r = mo_begin(m);
 	if (r == 0 && !(in = mt_inode(m, fileid)))
 		r = -ENOENT;
 	if (r == 0)
@@ -175,7 +175,7 @@ int meta_link(struct meta *m, uint64_t fileid, uint64_t dir, const char *name, m
 		return -EEXIST;
 	if (in->a.nlink >= META_NLINK_MAX)
 		return -EMLINK;
-	if ((r = space_check(m, mt_dirent_esize(len))) < 0)
+	if ((r = mo_space(m, mt_dirent_esize(len))) < 0)
 		return r;
 	struct meta_time now;
 	meta_now(&now);
@@ -189,7 +189,7 @@ int meta_link(struct meta *m, uint64_t fileid, uint64_t dir, const char *name, m
 		r = mr_inode(&m->q, &dn);
 	if (r == 0)
 		r = mr_dirent_add(&m->q, dir, di->dir->next_cookie, fileid, name, len);
-	return commit(m, start, r, cb, arg, MW_FUA);
+	return mo_commit(m, start, r, cb, arg, MW_FUA);
 }
 
 /* Entries dropping one link of t (whose name is already removed). */
@@ -197,7 +197,8 @@ static int unlink_target(struct meta *m, struct minode *t, struct meta_time now,
 			 uint64_t *freed_reg)
 {
 	if (t->dir || t->a.nlink <= 1) {
-		if (t->a.type == META_REG)
+		/* A snapshot still reads the file's volume (and revert brings it back). */
+		if (t->a.type == META_REG && !ms_holds(m, t->a.fileid, NULL))
 			*freed_reg = t->a.fileid;
 		return mr_u64(&m->q, ME_INODE_FREE, t->a.fileid);
 	}
@@ -212,7 +213,7 @@ int meta_remove(struct meta *m, uint64_t dir, const char *name, bool rmdir, uint
 {
 	struct minode *di = NULL;
 	size_t len = 0;
-	int r = op_begin(m);
+	int r = mo_begin(m);
 	if (r == 0)
 		r = dir_get(m, dir, &di);
 	if (r == 0)
@@ -242,7 +243,7 @@ int meta_remove(struct meta *m, uint64_t dir, const char *name, bool rmdir, uint
 		r = mr_inode(&m->q, &dn);
 	if (r == 0 && t)
 		r = unlink_target(m, t, now, &freed);
-	r = commit(m, start, r, cb, arg, MW_FUA);
+	r = mo_commit(m, start, r, cb, arg, MW_FUA);
 	if (r == 0)
 		*freed_reg = freed;
 	return r;
@@ -269,7 +270,7 @@ int meta_rename(struct meta *m, uint64_t from_dir, const char *from, uint64_t to
 {
 	struct minode *fdi = NULL, *tdi = NULL;
 	size_t flen = 0, tlen = 0;
-	int r = op_begin(m);
+	int r = mo_begin(m);
 	if (r == 0)
 		r = dir_get(m, from_dir, &fdi);
 	if (r == 0)
@@ -303,7 +304,7 @@ int meta_rename(struct meta *m, uint64_t from_dir, const char *from, uint64_t to
 		return -ENOTEMPTY;
 	if (s->dir && from_dir != to_dir && !(t && t->dir) && tdi->a.nlink >= META_NLINK_MAX)
 		return -EMLINK;
-	if (tlen > flen && (r = space_check(m, tlen - flen)) < 0)
+	if (tlen > flen && (r = mo_space(m, tlen - flen)) < 0)
 		return r;
 	uint64_t freed = 0;
 	struct meta_time now;
@@ -343,7 +344,7 @@ int meta_rename(struct meta *m, uint64_t from_dir, const char *from, uint64_t to
 		if (r == 0)
 			r = mr_inode(&m->q, &tdn);
 	}
-	r = commit(m, start, r, cb, arg, MW_FUA);
+	r = mo_commit(m, start, r, cb, arg, MW_FUA);
 	if (r == 0)
 		*freed_reg = freed;
 	return r;
@@ -353,7 +354,7 @@ int meta_setattr(struct meta *m, uint64_t fileid, const struct meta_setattr *sa,
 		 void *arg)
 {
 	struct minode *in = NULL;
-	int r = op_begin(m);
+	int r = mo_begin(m);
 	if (r == 0 && !(in = mt_inode(m, fileid)))
 		r = -ENOENT;
 	if (r < 0)
@@ -389,7 +390,7 @@ int meta_setattr(struct meta *m, uint64_t fileid, const struct meta_setattr *sa,
 	size_t start = m->q.len;
 	r = mr_inode(&m->q, &n);
 	mt_lazy_unmark(m, in);
-	r = commit(m, start, r, cb, arg, MW_FUA);
+	r = mo_commit(m, start, r, cb, arg, MW_FUA);
 	if (r == 0 && (sa->mask & META_SET_SIZE))
 		in->size_serial = m->wserial;
 	return r;
@@ -457,7 +458,7 @@ const char *meta_exports_text(struct meta *m)
 
 int meta_set_exports_text(struct meta *m, const char *text, meta_cb cb, void *arg)
 {
-	int r = op_begin(m);
+	int r = mo_begin(m);
 	if (r < 0)
 		return r;
 	if (!text)
@@ -465,9 +466,9 @@ int meta_set_exports_text(struct meta *m, const char *text, meta_cb cb, void *ar
 	size_t len = strnlen(text, META_EXPORTS_MAX + 1);
 	if (len > META_EXPORTS_MAX)
 		return -EINVAL;
-	if ((r = space_check(m, len + 4)) < 0)
+	if ((r = mo_space(m, len + 4)) < 0)
 		return r;
 	size_t start = m->q.len;
 	r = mr_exports(&m->q, text, len);
-	return commit(m, start, r, cb, arg, MW_FUA);
+	return mo_commit(m, start, r, cb, arg, MW_FUA);
 }

@@ -37,6 +37,12 @@ enum meta_etype {
 	ME_EXPORTS = 5,	   /* text */
 	ME_COUNTER = 6,	   /* next fileid (only ever grows) */
 	ME_DIRNEXT = 7,	   /* dir, next cookie (only ever grows) */
+	/* Snapshot trees (meta_snap.c): */
+	ME_SNAP = 8,	     /* index, root, root parent, created, name, root name: (re)creates */
+	ME_SNAP_INODE = 9,   /* index, then an ME_INODE body (live fileids) */
+	ME_SNAP_DIRENT = 10, /* index, then an ME_DIRENT_ADD body */
+	ME_SNAP_DEL = 11,    /* index */
+	ME_SNAPNEXT = 12,    /* next snapshot index to try (only ever grows) */
 };
 
 static inline void le_put16(uint8_t *p, uint16_t v)
@@ -151,6 +157,29 @@ struct mio {
 	uint32_t idx;
 };
 
+/* A snapshot's frozen copy (meta_snap.c): inodes by live fileid, each directory's entries in
+ * cookie order. Never changes once recorded. */
+struct msent {
+	uint64_t cookie, fileid;
+	char *name;
+};
+
+struct msino {
+	struct meta_attr a; /* live fileids, as when frozen */
+	char *symlink;
+	struct msent *e;
+	size_t n, cap;
+};
+
+struct msnap {
+	struct meta_snapinfo info;
+	struct msino *v;
+	size_t n, cap;
+	uint32_t *h; /* open addressing: 1 + index into v, 0 empty */
+	size_t hn;
+	uint64_t bytes; /* its share of img_bytes */
+};
+
 enum meta_ckpt_why { CKPT_FORMAT, CKPT_OPEN, CKPT_COMPACT, CKPT_CLOSE };
 
 struct meta {
@@ -174,6 +203,12 @@ struct meta {
 	size_t dhn, ndents;
 	uint64_t next_fileid;
 	char *exports;
+	/* snapshots: by index (META_SNAP_DIRS_INDEX slots, allocated at the first one) and in
+	 * creation order */
+	struct msnap **snap_idx;
+	struct msnap **snaps;
+	size_t nsnaps, capsnaps;
+	uint32_t snap_next;
 	uint64_t img_bytes; /* size of a checkpoint of the tree now */
 	uint64_t rng;
 	struct minode *lazy_head;
@@ -228,6 +263,12 @@ int mr_u64(struct mbuf *b, enum meta_etype t, uint64_t v);
 int mr_dirnext(struct mbuf *b, uint64_t dir, uint64_t next);
 int mr_exports(struct mbuf *b, const char *text, size_t len);
 int mr_apply(struct meta *m, const uint8_t *p, size_t len);
+/* An entry of type t with body bytes appended to b: where the body goes (NULL: no memory). */
+uint8_t *mr_ent(struct mbuf *b, enum meta_etype t, size_t body);
+/* An ME_INODE body at p (mt_inode_esize(symlen) - 4 bytes) and its decoding. */
+void mr_inode_body(uint8_t *p, const struct meta_attr *a, const char *symlink, size_t symlen);
+int mr_inode_decode(const uint8_t *p, size_t n, struct meta_attr *a, const char **symlink,
+		    size_t *symlen);
 int mbuf_reserve(struct mbuf *b, size_t more);
 void mbuf_free(struct mbuf *b);
 
@@ -244,6 +285,24 @@ void ml_fail(struct meta *m, int res);
 void ml_complete(struct meta *m, size_t n, int res);
 void ml_replay_start(struct meta *m);
 void ml_lazy_arm(struct meta *m);
+
+/* meta_ops.c: shared by the mutations of meta_snap.c */
+int mo_begin(struct meta *m);
+int mo_space(struct meta *m, size_t more);
+int mo_commit(struct meta *m, size_t start, int enc, meta_cb cb, void *arg, uint32_t flags);
+
+/* meta_snap.c */
+int ms_apply(struct meta *m, enum meta_etype t, const uint8_t *p, size_t n);
+/* Appends every snapshot's entries (checkpoints). */
+int ms_encode(struct meta *m, struct mbuf *b);
+void ms_free_all(struct meta *m);
+/* Some snapshot other than except (NULL: any) holds live fileid. */
+bool ms_holds(struct meta *m, uint64_t fileid, const struct msnap *except);
+/* Lookups of meta.h for fileids with META_SNAP_BIT. */
+int ms_getattr(struct meta *m, uint64_t fileid, struct meta_attr *out);
+int ms_lookup(struct meta *m, uint64_t dir, const char *name, uint64_t *fileid);
+int ms_readlink(struct meta *m, uint64_t fileid, char *buf, size_t len);
+int ms_readdir(struct meta *m, uint64_t dir, uint64_t after, meta_dirent_fn fn, void *arg);
 
 /* meta_ckpt.c */
 void mc_layout(struct meta *m, uint64_t size);

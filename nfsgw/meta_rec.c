@@ -31,7 +31,7 @@ void mbuf_free(struct mbuf *b)
 	*b = (struct mbuf){0};
 }
 
-static uint8_t *ent(struct mbuf *b, enum meta_etype t, size_t body)
+uint8_t *mr_ent(struct mbuf *b, enum meta_etype t, size_t body)
 {
 	if (mbuf_reserve(b, 4 + body) < 0)
 		return NULL;
@@ -55,13 +55,8 @@ static const uint8_t *get_time(const uint8_t *p, struct meta_time *t)
 	return p + 12;
 }
 
-int mr_inode(struct mbuf *b, const struct minode *in)
+void mr_inode_body(uint8_t *p, const struct meta_attr *a, const char *symlink, size_t sl)
 {
-	size_t sl = in->symlink ? strlen(in->symlink) : 0;
-	uint8_t *p = ent(b, ME_INODE, mt_inode_esize(sl) - 4);
-	if (!p)
-		return -ENOMEM;
-	const struct meta_attr *a = &in->a;
 	le_put64(p, a->fileid);
 	le_put64(p + 8, a->gen);
 	p[16] = (uint8_t)a->type;
@@ -77,14 +72,23 @@ int mr_inode(struct mbuf *b, const struct minode *in)
 	p = put_time(p, a->ctime);
 	le_put64(p, a->parent);
 	le_put16(p + 8, (uint16_t)sl);
-	memcpy(p + 10, in->symlink ? in->symlink : "", sl);
+	memcpy(p + 10, symlink ? symlink : "", sl);
+}
+
+int mr_inode(struct mbuf *b, const struct minode *in)
+{
+	size_t sl = in->symlink ? strlen(in->symlink) : 0;
+	uint8_t *p = mr_ent(b, ME_INODE, mt_inode_esize(sl) - 4);
+	if (!p)
+		return -ENOMEM;
+	mr_inode_body(p, &in->a, in->symlink, sl);
 	return 0;
 }
 
 int mr_dirent_add(struct mbuf *b, uint64_t dir, uint64_t cookie, uint64_t fileid, const char *name,
 		  size_t len)
 {
-	uint8_t *p = ent(b, ME_DIRENT_ADD, mt_dirent_esize(len) - 4);
+	uint8_t *p = mr_ent(b, ME_DIRENT_ADD, mt_dirent_esize(len) - 4);
 	if (!p)
 		return -ENOMEM;
 	le_put64(p, dir);
@@ -97,7 +101,7 @@ int mr_dirent_add(struct mbuf *b, uint64_t dir, uint64_t cookie, uint64_t fileid
 
 int mr_dirent_del(struct mbuf *b, uint64_t dir, const char *name, size_t len)
 {
-	uint8_t *p = ent(b, ME_DIRENT_DEL, 9 + len);
+	uint8_t *p = mr_ent(b, ME_DIRENT_DEL, 9 + len);
 	if (!p)
 		return -ENOMEM;
 	le_put64(p, dir);
@@ -108,7 +112,7 @@ int mr_dirent_del(struct mbuf *b, uint64_t dir, const char *name, size_t len)
 
 int mr_u64(struct mbuf *b, enum meta_etype t, uint64_t v)
 {
-	uint8_t *p = ent(b, t, 8);
+	uint8_t *p = mr_ent(b, t, 8);
 	if (!p)
 		return -ENOMEM;
 	le_put64(p, v);
@@ -117,7 +121,7 @@ int mr_u64(struct mbuf *b, enum meta_etype t, uint64_t v)
 
 int mr_dirnext(struct mbuf *b, uint64_t dir, uint64_t next)
 {
-	uint8_t *p = ent(b, ME_DIRNEXT, 16);
+	uint8_t *p = mr_ent(b, ME_DIRNEXT, 16);
 	if (!p)
 		return -ENOMEM;
 	le_put64(p, dir);
@@ -127,36 +131,48 @@ int mr_dirnext(struct mbuf *b, uint64_t dir, uint64_t next)
 
 int mr_exports(struct mbuf *b, const char *text, size_t len)
 {
-	uint8_t *p = ent(b, ME_EXPORTS, len);
+	uint8_t *p = mr_ent(b, ME_EXPORTS, len);
 	if (!p)
 		return -ENOMEM;
 	memcpy(p, text, len);
 	return 0;
 }
 
-static int apply_inode(struct meta *m, const uint8_t *p, size_t n)
+int mr_inode_decode(const uint8_t *p, size_t n, struct meta_attr *a, const char **symlink,
+		    size_t *symlen)
 {
 	if (n < 93)
 		return -EUCLEAN;
-	struct meta_attr a = {0};
-	a.fileid = le_get64(p);
-	a.gen = le_get64(p + 8);
-	a.type = (enum meta_type)p[16];
-	a.mode = le_get16(p + 17);
-	a.nlink = le_get32(p + 19);
-	a.uid = le_get32(p + 23);
-	a.gid = le_get32(p + 27);
-	a.size = le_get64(p + 31);
-	a.rdev_major = le_get32(p + 39);
-	a.rdev_minor = le_get32(p + 43);
-	const uint8_t *q = get_time(p + 47, &a.atime);
-	q = get_time(q, &a.mtime);
-	q = get_time(q, &a.ctime);
-	a.parent = le_get64(q);
+	*a = (struct meta_attr){0};
+	a->fileid = le_get64(p);
+	a->gen = le_get64(p + 8);
+	a->type = (enum meta_type)p[16];
+	a->mode = le_get16(p + 17);
+	a->nlink = le_get32(p + 19);
+	a->uid = le_get32(p + 23);
+	a->gid = le_get32(p + 27);
+	a->size = le_get64(p + 31);
+	a->rdev_major = le_get32(p + 39);
+	a->rdev_minor = le_get32(p + 43);
+	const uint8_t *q = get_time(p + 47, &a->atime);
+	q = get_time(q, &a->mtime);
+	q = get_time(q, &a->ctime);
+	a->parent = le_get64(q);
 	size_t sl = le_get16(q + 8);
 	if (n != 93 + sl || sl > META_SYMLINK_MAX)
 		return -EUCLEAN;
-	return mt_upsert(m, &a, (const char *)q + 10, sl);
+	*symlink = (const char *)q + 10;
+	*symlen = sl;
+	return 0;
+}
+
+static int apply_inode(struct meta *m, const uint8_t *p, size_t n)
+{
+	struct meta_attr a;
+	const char *sl;
+	size_t len;
+	int r = mr_inode_decode(p, n, &a, &sl, &len);
+	return r < 0 ? r : mt_upsert(m, &a, sl, len);
 }
 
 static int apply_one(struct meta *m, enum meta_etype t, const uint8_t *p, size_t n)
@@ -210,6 +226,12 @@ static int apply_one(struct meta *m, enum meta_etype t, const uint8_t *p, size_t
 			di->dir->next_cookie = le_get64(p + 8);
 		return 0;
 	}
+	case ME_SNAP:
+	case ME_SNAP_INODE:
+	case ME_SNAP_DIRENT:
+	case ME_SNAP_DEL:
+	case ME_SNAPNEXT:
+		return ms_apply(m, t, p, n);
 	}
 	return -EUCLEAN;
 }

@@ -343,6 +343,7 @@ void mt_free_all(struct meta *m)
 	}
 	free(m->ih);
 	free(m->dh);
+	ms_free_all(m);
 	m->ih = NULL;
 	m->dh = NULL;
 	m->ihn = m->dhn = m->ninodes = m->ndents = 0;
@@ -353,6 +354,8 @@ void mt_free_all(struct meta *m)
 
 int meta_getattr(struct meta *m, uint64_t fileid, struct meta_attr *out)
 {
+	if (fileid & META_SNAP_BIT)
+		return ms_getattr(m, fileid, out);
 	struct minode *in = mt_inode(m, fileid);
 	if (!in)
 		return -ENOENT;
@@ -364,6 +367,8 @@ int meta_getattr(struct meta *m, uint64_t fileid, struct meta_attr *out)
 
 int meta_lookup(struct meta *m, uint64_t dir, const char *name, uint64_t *fileid)
 {
+	if (dir & META_SNAP_BIT)
+		return ms_lookup(m, dir, name, fileid);
 	struct minode *di = mt_inode(m, dir);
 	if (!di)
 		return -ENOENT;
@@ -389,6 +394,8 @@ int meta_lookup(struct meta *m, uint64_t dir, const char *name, uint64_t *fileid
 
 int meta_readlink(struct meta *m, uint64_t fileid, char *buf, size_t len)
 {
+	if (fileid & META_SNAP_BIT)
+		return ms_readlink(m, fileid, buf, len);
 	struct minode *in = mt_inode(m, fileid);
 	if (!in)
 		return -ENOENT;
@@ -403,6 +410,8 @@ int meta_readlink(struct meta *m, uint64_t fileid, char *buf, size_t len)
 
 int meta_readdir(struct meta *m, uint64_t dir, uint64_t after, meta_dirent_fn fn, void *arg)
 {
+	if (dir & META_SNAP_BIT)
+		return ms_readdir(m, dir, after, fn, arg);
 	struct minode *di = mt_inode(m, dir);
 	if (!di)
 		return -ENOENT;
@@ -425,6 +434,8 @@ int meta_readdir(struct meta *m, uint64_t dir, uint64_t after, meta_dirent_fn fn
 
 uint64_t meta_dir_version(struct meta *m, uint64_t dir)
 {
+	if (dir & META_SNAP_BIT)
+		return 1; /* a snapshot never changes */
 	struct minode *di = mt_inode(m, dir);
 	if (!di || !di->dir)
 		return 0;
