@@ -245,6 +245,21 @@ int filevol_snapshot_revert(struct filevol *fv, const char *vol, const char *sna
 	return snap_req(fv, vol, OP_SNAP_REVERT, snap, cb, arg);
 }
 
+int filevol_snap_read(struct filevol *fv, const char *vol, const char *snap, uint64_t off,
+		      uint32_t len, void *buf, filevol_cb cb, void *arg)
+{
+	if (!snap || strlen(snap) >= STORE_NAME_MAX || !store_name_valid(snap) || (len && !buf))
+		return -EINVAL;
+	struct fvreq *q = new_req(fv, vol, OP_SNAP_READ, cb, arg);
+	if (!q)
+		return bad_req(fv, vol);
+	snprintf(q->snap, sizeof(q->snap), "%s", snap);
+	q->off = off;
+	q->len = len;
+	q->buf = buf;
+	return submit(fv, vol, q);
+}
+
 uint64_t filevol_epoch(struct filevol *fv, const char *vol)
 {
 	struct fvol *v = vol ? vol_find(fv, vol) : NULL;

@@ -35,6 +35,7 @@ enum fv_op {
 	OP_SNAP_CREATE,
 	OP_SNAP_DELETE,
 	OP_SNAP_REVERT,
+	OP_SNAP_READ,
 };
 
 struct fvol;

@@ -406,7 +406,14 @@ static void engine_done(void *arg, int res)
 	v->inflight--;
 	if (res == -ESTALE || (v->e && engine_fenced(v->e)))
 		vol_fence(v);
-	fvi_req_finish(q, res == 0 ? 0 : io_err(res));
+	bool snap = q->op == OP_SNAP_CREATE || q->op == OP_SNAP_DELETE || q->op == OP_SNAP_REVERT ||
+		    q->op == OP_SNAP_READ;
+	/* A snapshot that is not there (or already is) is the caller's answer, not an I/O
+	 * error. */
+	if (snap && (res == -ENOENT || res == -EEXIST))
+		fvi_req_finish(q, res);
+	else
+		fvi_req_finish(q, res == 0 ? 0 : io_err(res));
 	fvi_check_close(v->fv);
 }
 
@@ -468,6 +475,11 @@ static int open_io(struct fvol *v, struct fvreq *q)
 	case OP_SNAP_REVERT:
 		r = engine_snapshot_revert(v->e, q->snap, engine_done, q);
 		break;
+	case OP_SNAP_READ:
+		/* Zeros past the engine's size come from engine_snap_read itself. */
+		r = engine_snap_read(v->e, q->snap, q->off, (uint32_t)q->len, q->buf, engine_done,
+				     q);
+		break;
 	default:
 		r = -EINVAL;
 	}
@@ -483,6 +495,7 @@ static int missing_io(struct fvol *v, struct fvreq *q)
 	int r = 0;
 	switch (q->op) {
 	case OP_READ:
+	case OP_SNAP_READ:
 		memset(q->buf, 0, q->len);
 		fvi_req_defer(q, 0);
 		return 1;
@@ -528,7 +541,7 @@ int fvi_dispatch(struct fvol *v, struct fvreq *q)
 		fvi_req_defer(q, -ESTALE);
 		return 1;
 	}
-	if ((q->op == OP_READ || q->op == OP_WRITE) && q->len == 0) {
+	if ((q->op == OP_READ || q->op == OP_WRITE || q->op == OP_SNAP_READ) && q->len == 0) {
 		fvi_req_defer(q, 0); /* nothing to move, nothing to create */
 		return 1;
 	}

@@ -3,7 +3,8 @@
  * built blockctl (`cluster up`, $BUILD or build-san), driven on a loop in this process:
  * missing volumes read as zeros, the first write creates (checked through the nodes' API),
  * growth past capacity, concurrent first writes, flush/zero/delete, the meta bdev, idle close
- * and reopen, used bytes, open_all, snapshots, and fencing by a second instance.
+ * and reopen, used bytes, open_all, snapshots and snapshot reads, and fencing by a second
+ * instance.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -110,7 +111,7 @@ static int setup(void **state)
 		char cmd[4096];
 		snprintf(cmd, sizeof(cmd),
 			 "BLOCKD_BIN='%s/blockd' ASAN_OPTIONS=detect_leaks=0 '%s/blockctl' cluster "
-			 "up --nodes 3 --dir '%s' --base-port %u >/dev/null",
+			 "up --nodes 3 --dir '%s' --base-port %u --no-gateway >/dev/null",
 			 e->build, e->build, e->dir, base);
 		r = system(cmd);
 	}
@@ -463,6 +464,58 @@ static void test_snapshots(void **state)
 	fv_close(e, fv);
 }
 
+/* Reads [off, off+len) of snapshot snap and checks every byte is pat. */
+static int fv_snap_check(struct env *e, struct filevol *fv, const char *vol, const char *snap,
+			 uint64_t off, uint32_t len, int pat)
+{
+	unsigned char *buf = malloc(len);
+	assert_non_null(buf);
+	memset(buf, ~pat, len);
+	struct done d = {0};
+	int r = filevol_snap_read(fv, vol, snap, off, len, buf, done_cb, &d);
+	if (r == 0) {
+		assert_false(d.fired);
+		r = wait_done(e, &d);
+	}
+	if (r == 0)
+		for (uint32_t i = 0; i < len; i++)
+			if (buf[i] != (unsigned char)pat)
+				fail_msg("%s@%s: byte %u at %llu is %#x, not %#x", vol, snap, i,
+					 (unsigned long long)off, buf[i], pat);
+	free(buf);
+	return r;
+}
+
+static void test_snap_read(void **state)
+{
+	struct env *e = *state;
+	struct filevol *fv = fv_new(e, "gw-t12", 300);
+	struct done d = {0};
+	/* a missing volume reads zeros, whatever the snapshot */
+	assert_int_equal(fv_snap_check(e, fv, "fv-sread", "s1", 0, 65536, 0), 0);
+	unsigned char b;
+	assert_int_equal(filevol_snap_read(fv, "fv-sread", "bad/name", 0, 1, &b, done_cb, &d),
+			 -EINVAL);
+	assert_int_equal(fv_write(e, fv, "fv-sread", 0, 1 << 20, 0xa1), 0);
+	assert_int_equal(fv_write(e, fv, "fv-sread", GiB - 4096, 4096, 0xa2), 0);
+	assert_int_equal(filevol_snapshot_create(fv, "fv-sread", "s1", done_cb, &d), 0);
+	assert_int_equal(wait_done(e, &d), 0);
+	/* overwrite, and grow past the size the snapshot had */
+	assert_int_equal(fv_write(e, fv, "fv-sread", 0, 1 << 20, 0xb1), 0);
+	assert_int_equal(fv_write(e, fv, "fv-sread", 2 * GiB, 4096, 0xb2), 0);
+	assert_int_equal(fv_check(e, fv, "fv-sread", 0, 65536, 0xb1), 0);
+	assert_int_equal(fv_snap_check(e, fv, "fv-sread", "s1", 0, 1 << 20, 0xa1), 0);
+	assert_int_equal(fv_snap_check(e, fv, "fv-sread", "s1", GiB - 4096, 4096, 0xa2), 0);
+	assert_int_equal(fv_snap_check(e, fv, "fv-sread", "s1", 2 * GiB, 4096, 0), 0);
+	assert_int_equal(fv_snap_check(e, fv, "fv-sread", "s1", 7 * GiB, 4096, 0), 0);
+	assert_int_equal(fv_snap_check(e, fv, "fv-sread", "nope", 0, 4096, 0), -ENOENT);
+	/* after an idle close the engine reopens for it */
+	void *a[2] = {fv, "fv-sread"};
+	assert_true(run_until(e->l, closed_pred, a, 5000));
+	assert_int_equal(fv_snap_check(e, fv, "fv-sread", "s1", 4096, 4096, 0xa1), 0);
+	fv_close(e, fv);
+}
+
 static void test_fenced(void **state)
 {
 	struct env *e = *state;
@@ -580,6 +633,7 @@ int main(void)
 	    cmocka_unit_test(test_idle_race),
 	    cmocka_unit_test(test_open_all),
 	    cmocka_unit_test(test_snapshots),
+	    cmocka_unit_test(test_snap_read),
 	    cmocka_unit_test(test_fenced),
 	    cmocka_unit_test(test_create_finds_existing),
 	    cmocka_unit_test(test_node_down),
