@@ -17,6 +17,7 @@
 
 #include "nfsgw/exports.h"
 #include "nfsgw/gateway.h"
+#include "nfsgw/meta.h"
 #include "replica/loop.h"
 
 #define API_MAX_BODY (64u * 1024)
@@ -185,6 +186,58 @@ static json_t *exports_json(const char *text, char *err, size_t errlen)
 	return arr;
 }
 
+/* A snapshot operation (create, delete, revert): the same deferral as change_call. */
+struct snap_call {
+	struct gateway *g;
+	enum { SC_CREATE, SC_DELETE, SC_REVERT } kind;
+	const char *path, *name;
+	char err[API_ERR_MAX];
+	struct loop_waiter *w;
+	bool in_start, done;
+	int res;
+};
+
+static void snap_done(void *arg, int res)
+{
+	struct snap_call *c = arg;
+	c->done = true;
+	c->res = res;
+	if (!c->in_start)
+		loop_done(c->w, res);
+}
+
+static void snap_start(void *arg, struct loop_waiter *w)
+{
+	struct snap_call *c = arg;
+	c->w = w;
+	c->in_start = true;
+	int r;
+	if (c->kind == SC_CREATE)
+		r = gateway_snapshot_create(c->g, c->path, c->name, c->err, sizeof(c->err),
+					    snap_done, c);
+	else if (c->kind == SC_DELETE)
+		r = gateway_snapshot_delete(c->g, c->name, c->err, sizeof(c->err), snap_done, c);
+	else
+		r = gateway_snapshot_revert(c->g, c->name, c->err, sizeof(c->err), snap_done, c);
+	c->in_start = false;
+	if (c->done)
+		loop_done(w, c->res);
+	else if (r < 0)
+		loop_done(w, r);
+}
+
+struct snap_list_call {
+	struct gateway *g;
+	const char *path;
+	json_t *list;
+};
+
+static void snap_list_on_loop(void *arg)
+{
+	struct snap_list_call *q = arg;
+	q->list = gateway_snapshot_list(q->g, q->path);
+}
+
 /* ---- handlers ---- */
 
 static void do_health(struct nfsgw_api *a, struct reply *r)
@@ -318,6 +371,77 @@ static void do_export_rm(struct nfsgw_api *a, struct MHD_Connection *conn, struc
 	}
 }
 
+static void snap_reply(struct reply *r, const struct snap_call *c, int res, int ok_status,
+		       json_t *ok_body)
+{
+	if (res < 0) {
+		json_decref(ok_body);
+		reply_err(r, errno_status(res), c->err[0] ? c->err : strerror(-res));
+	} else {
+		reply_json(r, ok_status, ok_body);
+	}
+}
+
+static void do_snapshot_create(struct nfsgw_api *a, const struct req *q, struct reply *r)
+{
+	json_error_t je;
+	json_t *b = q->len ? json_loadb(q->body, q->len, 0, &je) : NULL;
+	const char *path = json_string_value(json_object_get(b, "path"));
+	const char *name = json_string_value(json_object_get(b, "name"));
+	if (!path || !name) {
+		reply_err(r, 400, "body must be {\"path\":\"/export/dir\",\"name\":\"NAME\"}");
+	} else {
+		struct snap_call c = {.g = a->g, .kind = SC_CREATE, .path = path, .name = name};
+		int res = loop_call_wait(a->l, snap_start, &c);
+		snap_reply(r, &c, res, 201,
+			   json_pack("{s:s,s:s,s:b}", "name", name, "path", path, "created", 1));
+	}
+	json_decref(b);
+}
+
+static void do_snapshot_ls(struct nfsgw_api *a, struct MHD_Connection *conn, struct reply *r)
+{
+	const char *p = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "path");
+	char path[EXPORT_PATH_MAX];
+	if (p && *p && exports_normalize_path(p, path) < 0) {
+		reply_err(r, 400, "path must be absolute and at most 1023 bytes");
+		return;
+	}
+	struct snap_list_call q = {.g = a->g, .path = p && *p ? path : NULL};
+	if (loop_call(a->l, snap_list_on_loop, &q) < 0 || !q.list) {
+		reply_err(r, 503, "gateway is not serving");
+		return;
+	}
+	reply_json(r, 200, json_pack("{s:o}", "snapshots", q.list));
+}
+
+/* /v1/snapshots/NAME and /v1/snapshots/NAME/revert */
+static void do_snapshot_name(struct nfsgw_api *a, const char *method, const char *rest,
+			     struct reply *r)
+{
+	char name[META_NAME_MAX + 1];
+	size_t n = strcspn(rest, "/");
+	bool revert = !strcmp(rest + n, "/revert");
+	if (n == 0 || n > META_NAME_MAX || (rest[n] && !revert)) {
+		reply_err(r, 404, "no such route");
+		return;
+	}
+	memcpy(name, rest, n);
+	name[n] = 0;
+	struct snap_call c = {.g = a->g, .name = name};
+	if (revert && !strcmp(method, "POST")) {
+		c.kind = SC_REVERT;
+		int res = loop_call_wait(a->l, snap_start, &c);
+		snap_reply(r, &c, res, 200, json_pack("{s:s,s:b}", "name", name, "reverted", 1));
+	} else if (!revert && !strcmp(method, "DELETE")) {
+		c.kind = SC_DELETE;
+		int res = loop_call_wait(a->l, snap_start, &c);
+		snap_reply(r, &c, res, 200, json_pack("{s:s,s:b}", "name", name, "deleted", 1));
+	} else {
+		reply_err(r, 404, "no such route");
+	}
+}
+
 static void route(struct nfsgw_api *a, struct MHD_Connection *conn, const char *method,
 		  const char *url, const struct req *q, struct reply *r)
 {
@@ -332,6 +456,12 @@ static void route(struct nfsgw_api *a, struct MHD_Connection *conn, const char *
 		do_export_add(a, q, r);
 	else if (!strcmp(url, "/v1/exports") && !strcmp(method, "DELETE"))
 		do_export_rm(a, conn, r);
+	else if (!strcmp(url, "/v1/snapshots") && get)
+		do_snapshot_ls(a, conn, r);
+	else if (!strcmp(url, "/v1/snapshots") && !strcmp(method, "POST"))
+		do_snapshot_create(a, q, r);
+	else if (!strncmp(url, "/v1/snapshots/", 14))
+		do_snapshot_name(a, method, url + 14, r);
 	else
 		reply_err(r, 404, "no such route");
 }

@@ -14,6 +14,11 @@
  *                                "all_squash","anonuid","anongid","secure"}]}]}
  *   POST   /v1/exports          {"line":"/path 1.2.3.0/24(rw)"} -> 201 {"path","added":true}
  *   DELETE /v1/exports?path=/x  -> 200 {"path","removed":true} | 404
+ *   POST   /v1/snapshots        {"path":"/export/dir","name":"NAME"} -> 201
+ *                                {"name","path","created":true} (gateway_snapshot_create)
+ *   GET    /v1/snapshots[?path=/x]  {"snapshots":[gateway_snapshot_list entries]}
+ *   DELETE /v1/snapshots/NAME   -> 200 {"name","deleted":true} | 404
+ *   POST   /v1/snapshots/NAME/revert -> 200 {"name","reverted":true} | 404
  *
  * nfsgw_api_stop must run before the loop stops: a handler waiting on the loop would
  * otherwise never return and MHD_stop_daemon waits for it.

@@ -59,6 +59,7 @@ struct gateway {
 	bool pmap_host_tried; /* registration with the host's rpcbind was attempted */
 	struct mount_prog *mnt;
 	struct nfs3 *nfs;
+	bool snap_busy; /* a snapshot operation is under way (gateway_snap.c) */
 
 	struct loop_timer *fence_timer;
 	void *fence_buf;
