@@ -227,8 +227,11 @@ nfsstat3 nfs3_resolve(struct nfs3_req *r, const nfs_fh3 *fh, uint64_t *fileid,
 			return st;
 	}
 	struct meta_attr a;
-	if (meta_getattr(r->n->p.meta, id, &a) || a.gen != gen)
+	if (nfs3_getattr(r, id, &a) || a.gen != gen)
 		return NFS3ERR_STALE;
+	/* Snapshots never change (nfs3_snap.c). */
+	if (nfs3_is_snap(id) && nfs3_proc_changes(r->proc))
+		return NFS3ERR_ROFS;
 	*fileid = id;
 	if (attr)
 		*attr = a;

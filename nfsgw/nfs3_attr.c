@@ -41,7 +41,9 @@ void nfs3_fattr(struct nfs3 *n, const struct meta_attr *a, fattr3 *out)
 	out->uid = a->uid;
 	out->gid = a->gid;
 	out->size = a->size;
-	if (a->type == META_REG && n && n->p.fv) {
+	if (a->type == META_REG && (a->fileid & META_SNAP_BIT)) {
+		out->used = a->size; /* shared with the live file: not cheaply known */
+	} else if (a->type == META_REG && n && n->p.fv) {
 		char vol[64];
 		meta_volume_name(n->p.meta, a->fileid, vol, sizeof(vol));
 		out->used = filevol_used(n->p.fv, vol);

@@ -69,14 +69,14 @@ void nfs3_proc_lookup(struct nfs3_req *r)
 	} else if (!strcmp(name, "..")) {
 		id = parent_of(r, &dir, dirid);
 	} else {
-		int rc = meta_lookup(r->n->p.meta, dirid, name, &id);
+		int rc = nfs3_lookup_name(r, dirid, name, &id);
 		if (rc) {
 			nfs3_fail_errno(r, rc);
 			return;
 		}
 	}
 	struct meta_attr at;
-	if (meta_getattr(r->n->p.meta, id, &at)) {
+	if (nfs3_getattr(r, id, &at)) {
 		nfs3_fail(r, NFS3ERR_NOENT);
 		return;
 	}
@@ -214,7 +214,7 @@ static void readdir_common(struct nfs3_req *r, bool plus)
 	if (cookie < 2 && !d->full)
 		dlist_add(d, "..", parent_of(r, &dir, dirid), 2);
 	if (!d->full) {
-		int rc = meta_readdir(r->n->p.meta, dirid, cookie, dlist_fn, d);
+		int rc = nfs3_readdir_entries(r, dirid, cookie, dlist_fn, d);
 		if (rc < 0) {
 			nfs3_fail_errno(r, rc);
 			return;
@@ -240,7 +240,7 @@ static void readdir_common(struct nfs3_req *r, bool plus)
 			x->name = e->name;
 			x->cookie = e->cookie;
 			struct meta_attr at;
-			if (meta_getattr(r->n->p.meta, e->fileid, &at) == 0) {
+			if (nfs3_getattr(r, e->fileid, &at) == 0) {
 				nfs3_post_op_from(r->n, &at, &x->name_attributes);
 				nfs3_make_fh(r, e->fileid, at.gen, e->fh);
 				x->name_handle.handle_follows = 1;

@@ -38,7 +38,8 @@ void nfs3_proc_access(struct nfs3_req *r)
 	}
 	ACCESS3resok *ok = &r->res.access.ACCESS3res_u.resok;
 	nfs3_post_op_from(r->n, &a, &ok->obj_attributes);
-	ok->access = nfs3_access_bits(&a, &r->cred, r->ro, r->args.access.access);
+	ok->access =
+	    nfs3_access_bits(&a, &r->cred, r->ro || nfs3_is_snap(id), r->args.access.access);
 	nfs3_fail(r, NFS3_OK);
 }
 

@@ -22,6 +22,8 @@ static void read_done(void *arg, int res)
 	char *buf = r->buf;
 	READ3resok *ok = &r->res.read.READ3res_u.resok;
 	nfs3_post_op(r->n, r->fileid, &ok->file_attributes);
+	if (res == -ENOENT)
+		res = -EIO; /* a frozen file without its volume snapshot: never "no such file" */
 	if (res) {
 		nfs3_fail_errno(r, res);
 		return;
@@ -70,8 +72,15 @@ void nfs3_proc_read(struct nfs3_req *r)
 		return;
 	}
 	r->buf = buf;
-	meta_volume_name(r->n->p.meta, r->fileid, r->vol, sizeof(r->vol));
-	int rc = filevol_read(r->n->p.fv, r->vol, a->offset, len, buf, read_done, r);
+	int rc;
+	if (nfs3_is_snap(r->fileid)) {
+		rc = nfs3_snap_read(r, r->fileid, a->offset, len, buf, read_done);
+		if (rc == -ENOENT)
+			rc = -EIO; /* the frozen file exists: its data must too */
+	} else {
+		meta_volume_name(r->n->p.meta, r->fileid, r->vol, sizeof(r->vol));
+		rc = filevol_read(r->n->p.fv, r->vol, a->offset, len, buf, read_done, r);
+	}
 	if (rc)
 		nfs3_fail_errno(r, rc);
 }

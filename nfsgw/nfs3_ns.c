@@ -232,6 +232,10 @@ static bool parent_ok(struct nfs3_req *r, const diropargs3 *where)
 		nfs3_fail(r, st);
 		return false;
 	}
+	if (nfs3_snap_reserved(r, r->fileid2, where->name)) {
+		nfs3_fail(r, NFS3ERR_EXIST); /* the snapshot directory is there */
+		return false;
+	}
 	if (nfs3_may(&r->pre2, &r->cred, NFS3_MAY_WRITE | NFS3_MAY_EXEC, false)) {
 		nfs3_fail(r, NFS3ERR_ACCES);
 		return false;
@@ -458,6 +462,10 @@ static void remove_common(struct nfs3_req *r, const diropargs3 *obj, bool rmdir)
 		nfs3_fail(r, rmdir && !strcmp(obj->name, "..") ? NFS3ERR_NOTEMPTY : NFS3ERR_INVAL);
 		return;
 	}
+	if (nfs3_snap_reserved(r, r->fileid2, obj->name)) {
+		nfs3_fail(r, NFS3ERR_ACCES);
+		return;
+	}
 	uint64_t vid;
 	struct meta_attr victim;
 	int rc = meta_lookup(r->n->p.meta, r->fileid2, obj->name, &vid);
@@ -536,6 +544,11 @@ void nfs3_proc_rename(struct nfs3_req *r)
 		nfs3_fail(r, NFS3ERR_INVAL);
 		return;
 	}
+	if (nfs3_snap_reserved(r, r->fileid, a->from.name) ||
+	    nfs3_snap_reserved(r, r->fileid2, a->to.name)) {
+		nfs3_fail(r, NFS3ERR_ACCES);
+		return;
+	}
 	uint64_t sid, tid;
 	struct meta_attr src, tgt;
 	int rc = meta_lookup(r->n->p.meta, r->fileid, a->from.name, &sid);
@@ -609,6 +622,10 @@ void nfs3_proc_link(struct nfs3_req *r)
 	}
 	if (name_bad(a->link.name, &st)) {
 		nfs3_fail(r, st);
+		return;
+	}
+	if (nfs3_snap_reserved(r, r->fileid2, a->link.name)) {
+		nfs3_fail(r, NFS3ERR_EXIST);
 		return;
 	}
 	if (nfs3_may(&r->pre2, &r->cred, NFS3_MAY_WRITE | NFS3_MAY_EXEC, false)) {

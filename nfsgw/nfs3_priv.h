@@ -124,9 +124,10 @@ struct nfs3_req {
 	struct meta_setattr sa;
 	meta_cb next; /* where a multi-step change continues */
 	uint8_t fh[NFS3_FH_LEN];
-	char vol[64];  /* the file's volume name, alive while filevol uses it */
-	char *buf;     /* READ data, READLINK target (freed at finish unless handed off) */
-	void *scratch; /* READDIR entries (freed at finish) */
+	char vol[64];	  /* the file's volume name, alive while filevol uses it */
+	char snapvol[64]; /* READ in a snapshot: the volume snapshot's name */
+	char *buf;	  /* READ data, READLINK target (freed at finish unless handed off) */
+	void *scratch;	  /* READDIR entries (freed at finish) */
 	void (*scratch_free)(void *);
 };
 
@@ -184,6 +185,27 @@ nfsstat3 nfs3_resolve(struct nfs3_req *r, const nfs_fh3 *fh, uint64_t *fileid,
 uint64_t nfs3_export_root(struct nfs3_req *r);
 /* Writes the handle of fileid (generation gen) in r's export into out[NFS3_FH_LEN]. */
 void nfs3_make_fh(struct nfs3_req *r, uint64_t fileid, uint64_t gen, uint8_t *out);
+
+/* Snapshots through the export (nfs3_snap.c). */
+#define NFS3_SNAPDIR ".snapshots"
+#define NFS3_SNAPDIR_COOKIE (1ull << 62) /* the export root's .snapshots entry: after all */
+bool nfs3_is_snap(uint64_t fileid);
+/* The fileid of the .snapshots directory of the export rooted at root. */
+uint64_t nfs3_snapdir_id(uint64_t root);
+/* Does snapshot si belong under the export rooted at root? */
+bool nfs3_snap_under(struct meta *m, const struct meta_snapinfo *si, uint64_t root);
+/* meta_getattr, plus the virtual .snapshots directories (r's export must be bound). */
+int nfs3_getattr(struct nfs3_req *r, uint64_t id, struct meta_attr *out);
+/* meta_lookup, plus .snapshots in the export root and the names in it. */
+int nfs3_lookup_name(struct nfs3_req *r, uint64_t dir, const char *name, uint64_t *id);
+/* meta_readdir, plus the listing of .snapshots and its entry in the export root. */
+int nfs3_readdir_entries(struct nfs3_req *r, uint64_t dir, uint64_t after, meta_dirent_fn fn,
+			 void *arg);
+/* Is name in dir the export root's reserved .snapshots? */
+bool nfs3_snap_reserved(struct nfs3_req *r, uint64_t dir, const char *name);
+/* READ of a frozen regular file (cb(r, res)). */
+int nfs3_snap_read(struct nfs3_req *r, uint64_t fileid, uint64_t off, uint32_t len, void *buf,
+		   filevol_cb cb);
 
 /* errno -> nfsstat3 (pure). err is negative or 0. */
 nfsstat3 nfs3_status(int err);

@@ -5,7 +5,8 @@
  * itself for everything that does not touch file data: a real rpc_server on 127.0.0.52 with
  * the real meta (on an in-memory bdev in this file) and no file volumes, driven by a
  * hand-rolled AUTH_SYS client encoding with libnfs's codecs (handles, refusals, namespace
- * ops, READDIR paging and cookie verifiers, ro exports, permissions, nfs3_hold/release).
+ * ops, READDIR paging and cookie verifiers, ro exports, permissions, nfs3_hold/release, the
+ * .snapshots tree); the data path, snapshot reads included, on a real 3-node cluster.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -1126,6 +1127,7 @@ static void test_proto_readdir(void **state)
 		uint64_t cookie = 0;
 		uint8_t verf[8] = {0};
 		int pages = 0, total = 0;
+		char last[64] = "";
 		for (;;) {
 			readdir_call(f, plus, cookie, verf, plus ? 2048 : 1024, d);
 			assert_int_equal(d->status, NFS3_OK);
@@ -1147,6 +1149,7 @@ static void test_proto_readdir(void **state)
 					assert_true(e->attr_fileid == e->fileid);
 				}
 				cookie = e->cookie;
+				snprintf(last, sizeof(last), "%s", e->name);
 			}
 			memcpy(verf, d->verf, 8);
 			if (d->eof)
@@ -1154,7 +1157,9 @@ static void test_proto_readdir(void **state)
 			assert_true(pages < 1000);
 		}
 		assert_true(pages > 5);
-		assert_int_equal(total, N + 2);
+		/* ".snapshots" comes last (nfs3_snap.c) */
+		assert_int_equal(total, N + 3);
+		assert_string_equal(last, ".snapshots");
 		for (int i = 0; i < N; i++)
 			assert_true(seen[i]);
 	}
@@ -1430,6 +1435,301 @@ static nfsstat3 setsize(struct fx *f, uint8_t *fh, uint64_t size)
 	return r.status;
 }
 
+/* ---- snapshots through the export (nfs3_snap.c) ---- */
+
+struct snapctl {
+	struct fx *f;
+	uint64_t fileid;
+	const char *name;
+	char vol[64], volsnap[64];
+	uint32_t idx;
+	uint64_t freed[8];
+	uint32_t nfreed;
+};
+
+static void snap_meta_create(void *arg)
+{
+	struct snapctl *c = arg;
+	int rc = meta_snapshot_create(c->f->meta, c->fileid, c->name, &c->idx, fx_cb, c->f);
+	if (rc)
+		fx_cb(c->f, rc);
+}
+
+static void snap_meta_delete(void *arg)
+{
+	struct snapctl *c = arg;
+	int rc = meta_snapshot_delete(c->f->meta, c->name, c->freed, 8, &c->nfreed, fx_cb, c->f);
+	if (rc)
+		fx_cb(c->f, rc);
+}
+
+static void snap_vol_create(void *arg)
+{
+	struct snapctl *c = arg;
+	meta_volume_name(c->f->meta, c->fileid, c->vol, sizeof(c->vol));
+	meta_snap_volsnap(c->name, c->volsnap, sizeof(c->volsnap));
+	int rc = filevol_snapshot_create(c->f->fv, c->vol, c->volsnap, fx_cb, c->f);
+	if (rc)
+		fx_cb(c->f, rc);
+}
+
+static uint64_t fh_fileid(const uint8_t *fh)
+{
+	uint32_t eid;
+	uint64_t fsid8, id, gen;
+	assert_int_equal(nfs3_fh_decode(fh, NFS3_FH_LEN, &eid, &fsid8, &id, &gen), 0);
+	return id;
+}
+
+/* The snapshot of the object behind fh, as the gateway takes it (volumes first, while nothing
+ * writes in this test). */
+static int take_snapshot(struct fx *f, const uint8_t *fh, const char *name, uint64_t file)
+{
+	struct snapctl c = {.f = f, .fileid = file, .name = name};
+	if (file) {
+		assert_int_equal(loop_post(f->l, snap_vol_create, &c), 0);
+		fx_wait(f);
+		if (f->res)
+			return f->res;
+	}
+	c.fileid = fh_fileid(fh);
+	assert_int_equal(loop_post(f->l, snap_meta_create, &c), 0);
+	fx_wait(f);
+	return f->res;
+}
+
+static int drop_snapshot(struct fx *f, const char *name)
+{
+	struct snapctl c = {.f = f, .name = name};
+	assert_int_equal(loop_post(f->l, snap_meta_delete, &c), 0);
+	fx_wait(f);
+	return f->res;
+}
+
+static nfsstat3 mkdir3(struct fx *f, uint8_t *dir, const char *name, uint8_t *out)
+{
+	MKDIR3args ma;
+	memset(&ma, 0, sizeof(ma));
+	ma.where.dir = fh3(dir, NFS3_FH_LEN);
+	ma.where.name = (char *)name;
+	MKDIR3res mr;
+	struct reply rp = {0};
+	assert_int_equal(CALL(f, 9, 0, MKDIR3args, &ma, MKDIR3res, &mr, &rp), 0);
+	if (mr.status == NFS3_OK && out)
+		memcpy(out, mr.MKDIR3res_u.resok.obj.post_op_fh3_u.handle.data.data_val,
+		       NFS3_FH_LEN);
+	reply_free(&rp);
+	return mr.status;
+}
+
+static nfsstat3 remove3(struct fx *f, uint8_t *dir, const char *name, bool rmdir)
+{
+	REMOVE3args rm = {.object = {.dir = fh3(dir, NFS3_FH_LEN), .name = (char *)name}};
+	REMOVE3res rmr;
+	struct reply rp = {0};
+	assert_int_equal(call(f, rmdir ? 13 : 12, 0, NFS3_ZDR(zdr_REMOVE3args), &rm,
+			      NFS3_ZDR(zdr_REMOVE3res), &rmr, sizeof(rmr), &rp),
+			 0);
+	reply_free(&rp);
+	return rmr.status;
+}
+
+static void readdir_dir(struct fx *f, uint8_t *dir, bool plus, struct dres *out)
+{
+	uint8_t save[NFS3_FH_LEN];
+	memcpy(save, f->root[0], NFS3_FH_LEN);
+	memcpy(f->root[0], dir, NFS3_FH_LEN); /* readdir_call lists root[0] */
+	readdir_call(f, plus, 0, (const uint8_t *)"\0\0\0\0\0\0\0\0", 8192, out);
+	memcpy(f->root[0], save, NFS3_FH_LEN);
+}
+
+static bool dres_has(const struct dres *d, const char *name)
+{
+	for (int i = 0; i < d->n; i++)
+		if (!strcmp(d->e[i].name, name))
+			return true;
+	return false;
+}
+
+static void test_proto_snapshots(void **state)
+{
+	struct fx *f = *state;
+	uint8_t *root = f->root[0];
+	uint8_t d[NFS3_FH_LEN], file[NFS3_FH_LEN], snaps[NFS3_FH_LEN], s1[NFS3_FH_LEN],
+	    sd[NFS3_FH_LEN], sf[NFS3_FH_LEN], x[NFS3_FH_LEN];
+	fattr3 fa;
+	struct reply rp = {0};
+	struct dres *dr = calloc(1, sizeof(*dr));
+	assert_non_null(dr);
+	/* /exp/d/{f, s -> target, sub/} */
+	assert_int_equal(mkdir3(f, root, "d", d), NFS3_OK);
+	assert_int_equal(create(f, 0, d, "f", GUARDED, NULL, file), NFS3_OK);
+	assert_int_equal(mkdir3(f, d, "sub", NULL), NFS3_OK);
+	SYMLINK3args sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.where.dir = fh3(d, NFS3_FH_LEN);
+	sa.where.name = "s";
+	sa.symlink.symlink_data = "target";
+	SYMLINK3res sr;
+	assert_int_equal(CALL(f, 10, 0, SYMLINK3args, &sa, SYMLINK3res, &sr, &rp), 0);
+	assert_int_equal(sr.status, NFS3_OK);
+	/* .snapshots exists, empty, before any snapshot */
+	assert_int_equal(lookup(f, root, ".snapshots", snaps, &fa), NFS3_OK);
+	assert_int_equal(fa.type, NF3DIR);
+	assert_int_equal(fa.mode, 0555);
+	readdir_dir(f, snaps, false, dr);
+	assert_int_equal(dr->status, NFS3_OK);
+	assert_int_equal(dr->n, 2);
+	assert_int_equal(take_snapshot(f, d, "snap1", 0), 0);
+	/* the live tree changes afterwards */
+	assert_int_equal(remove3(f, d, "f", false), NFS3_OK);
+	assert_int_equal(create(f, 0, d, "new", GUARDED, NULL, NULL), NFS3_OK);
+	for (int plus = 0; plus < 2; plus++) {
+		readdir_dir(f, snaps, plus, dr);
+		assert_int_equal(dr->status, NFS3_OK);
+		assert_int_equal(dr->n, 3);
+		assert_string_equal(dr->e[2].name, "snap1");
+		if (plus)
+			assert_true(dr->e[2].attr && dr->e[2].fh &&
+				    dr->e[2].attr_fileid == dr->e[2].fileid);
+	}
+	assert_int_equal(lookup(f, snaps, "nope", NULL, NULL), NFS3ERR_NOENT);
+	assert_int_equal(lookup(f, snaps, "snap1", s1, &fa), NFS3_OK);
+	assert_int_equal(fa.type, NF3DIR);
+	assert_int_equal(lookup(f, s1, "d", sd, &fa), NFS3_OK);
+	assert_int_equal(fa.type, NF3DIR);
+	/* the frozen d: f (removed live since), s, sub; not "new" */
+	readdir_dir(f, sd, true, dr);
+	assert_int_equal(dr->status, NFS3_OK);
+	assert_true(dres_has(dr, "f") && dres_has(dr, "s") && dres_has(dr, "sub"));
+	assert_false(dres_has(dr, "new"));
+	assert_int_equal(lookup(f, sd, "f", sf, &fa), NFS3_OK);
+	assert_int_equal(fa.type, NF3REG);
+	assert_int_equal(getattr(f, sf, NFS3_FH_LEN, &fa), NFS3_OK);
+	assert_int_equal(lookup(f, sd, "s", x, NULL), NFS3_OK);
+	READLINK3args ra = {.symlink = fh3(x, NFS3_FH_LEN)};
+	READLINK3res rr;
+	assert_int_equal(CALL(f, 5, 0, READLINK3args, &ra, READLINK3res, &rr, &rp), 0);
+	assert_int_equal(rr.status, NFS3_OK);
+	assert_string_equal(rr.READLINK3res_u.resok.data, "target");
+	/* an empty frozen file reads as nothing */
+	uint32_t count;
+	bool eof;
+	assert_int_equal(read3(f, sf, 0, 4096, 0, &count, &eof), NFS3_OK);
+	assert_true(count == 0 && eof);
+	/* ".." climbs: d -> snap1 -> .snapshots -> the export root */
+	assert_int_equal(lookup(f, sd, "..", x, NULL), NFS3_OK);
+	assert_memory_equal(x, s1, NFS3_FH_LEN);
+	assert_int_equal(lookup(f, s1, "..", x, NULL), NFS3_OK);
+	assert_memory_equal(x, snaps, NFS3_FH_LEN);
+	assert_int_equal(lookup(f, snaps, "..", x, NULL), NFS3_OK);
+	assert_memory_equal(x, root, NFS3_FH_LEN);
+	/* read-only everywhere in it */
+	ACCESS3args aa = {.object = fh3(sd, NFS3_FH_LEN), .access = 0x3f};
+	ACCESS3res ar;
+	assert_int_equal(CALL(f, 4, 0, ACCESS3args, &aa, ACCESS3res, &ar, &rp), 0);
+	assert_int_equal(ar.status, NFS3_OK);
+	assert_int_equal(ar.ACCESS3res_u.resok.access, ACCESS3_READ | ACCESS3_LOOKUP);
+	aa.object = fh3(snaps, NFS3_FH_LEN);
+	assert_int_equal(CALL(f, 4, 0, ACCESS3args, &aa, ACCESS3res, &ar, &rp), 0);
+	assert_int_equal(ar.ACCESS3res_u.resok.access, ACCESS3_READ | ACCESS3_LOOKUP);
+	assert_int_equal(create(f, 0, sd, "c", GUARDED, NULL, NULL), NFS3ERR_ROFS);
+	assert_int_equal(create(f, 0, snaps, "c", GUARDED, NULL, NULL), NFS3ERR_ROFS);
+	assert_int_equal(create(f, 0, s1, "c", GUARDED, NULL, NULL), NFS3ERR_ROFS);
+	assert_int_equal(mkdir3(f, snaps, "m", NULL), NFS3ERR_ROFS);
+	assert_int_equal(remove3(f, sd, "f", false), NFS3ERR_ROFS);
+	assert_int_equal(remove3(f, sd, "sub", true), NFS3ERR_ROFS);
+	assert_int_equal(remove3(f, snaps, "snap1", true), NFS3ERR_ROFS);
+	assert_int_equal(setsize(f, sf, 0), NFS3ERR_ROFS);
+	assert_int_equal(write3(f, sf, 0, 10, 1, UNSTABLE, NULL), NFS3ERR_ROFS);
+	RENAME3args rn = {.from = {.dir = fh3(d, NFS3_FH_LEN), .name = "new"},
+			  .to = {.dir = fh3(sd, NFS3_FH_LEN), .name = "new"}};
+	RENAME3res rnr;
+	assert_int_equal(CALL(f, 14, 0, RENAME3args, &rn, RENAME3res, &rnr, &rp), 0);
+	assert_int_equal(rnr.status, NFS3ERR_ROFS);
+	LINK3args la = {.file = fh3(sf, NFS3_FH_LEN),
+			.link = {.dir = fh3(root, NFS3_FH_LEN), .name = "l"}};
+	LINK3res lr;
+	assert_int_equal(CALL(f, 15, 0, LINK3args, &la, LINK3res, &lr, &rp), 0);
+	assert_int_equal(lr.status, NFS3ERR_ROFS);
+	/* the name .snapshots in the export root is taken (elsewhere it is an ordinary name) */
+	assert_int_equal(create(f, 0, root, ".snapshots", GUARDED, NULL, NULL), NFS3ERR_EXIST);
+	assert_int_equal(create(f, 0, root, ".snapshots", UNCHECKED, NULL, NULL), NFS3ERR_EXIST);
+	assert_int_equal(mkdir3(f, root, ".snapshots", NULL), NFS3ERR_EXIST);
+	assert_int_equal(remove3(f, root, ".snapshots", true), NFS3ERR_ACCES);
+	rn = (RENAME3args){.from = {.dir = fh3(d, NFS3_FH_LEN), .name = "new"},
+			   .to = {.dir = fh3(root, NFS3_FH_LEN), .name = ".snapshots"}};
+	assert_int_equal(CALL(f, 14, 0, RENAME3args, &rn, RENAME3res, &rnr, &rp), 0);
+	assert_int_equal(rnr.status, NFS3ERR_ACCES);
+	assert_int_equal(mkdir3(f, d, ".snapshots", NULL), NFS3_OK);
+	/* FSINFO, FSSTAT, PATHCONF answer on the virtual directories */
+	FSINFO3args fi = {.fsroot = fh3(snaps, NFS3_FH_LEN)};
+	FSINFO3res fr;
+	assert_int_equal(CALL(f, 19, 0, FSINFO3args, &fi, FSINFO3res, &fr, &rp), 0);
+	assert_int_equal(fr.status, NFS3_OK);
+	FSSTAT3args fs = {.fsroot = fh3(s1, NFS3_FH_LEN)};
+	FSSTAT3res fsr;
+	assert_int_equal(CALL(f, 18, 0, FSSTAT3args, &fs, FSSTAT3res, &fsr, &rp), 0);
+	assert_int_equal(fsr.status, NFS3_OK);
+	PATHCONF3args pa = {.object = fh3(sd, NFS3_FH_LEN)};
+	PATHCONF3res pr;
+	assert_int_equal(CALL(f, 20, 0, PATHCONF3args, &pa, PATHCONF3res, &pr, &rp), 0);
+	assert_int_equal(pr.status, NFS3_OK);
+	/* another export's .snapshots does not show snap1; its handle is not ours */
+	assert_int_equal(lookup(f, f->root[1], ".snapshots", x, NULL), NFS3_OK);
+	readdir_dir(f, x, false, dr);
+	assert_int_equal(dr->status, NFS3_OK);
+	assert_int_equal(dr->n, 2);
+	assert_int_equal(lookup(f, x, "snap1", NULL, NULL), NFS3ERR_NOENT);
+	/* a snapshot of the export root itself is listed too */
+	assert_int_equal(take_snapshot(f, root, "whole", 0), 0);
+	readdir_dir(f, snaps, false, dr);
+	assert_int_equal(dr->n, 4);
+	assert_true(dres_has(dr, "whole") && dres_has(dr, "snap1"));
+	assert_int_equal(lookup(f, snaps, "whole", x, NULL), NFS3_OK);
+	assert_int_equal(lookup(f, x, "exp", x, NULL), NFS3_OK);
+	assert_int_equal(lookup(f, x, "d", NULL, NULL), NFS3_OK);
+	/* a deleted snapshot's handles go stale */
+	assert_int_equal(drop_snapshot(f, "snap1"), 0);
+	assert_int_equal(getattr(f, s1, NFS3_FH_LEN, NULL), NFS3ERR_STALE);
+	assert_int_equal(getattr(f, sd, NFS3_FH_LEN, NULL), NFS3ERR_STALE);
+	assert_int_equal(lookup(f, snaps, "snap1", NULL, NULL), NFS3ERR_NOENT);
+	assert_int_equal(getattr(f, snaps, NFS3_FH_LEN, NULL), NFS3_OK);
+	reply_free(&rp);
+	free(dr);
+}
+
+/* Snapshot data on a real cluster: the frozen bytes after the live file is overwritten. */
+static void test_proto_snapshot_data(void **state)
+{
+	struct fx *f = *state;
+	uint8_t fh[NFS3_FH_LEN], snaps[NFS3_FH_LEN], x[NFS3_FH_LEN];
+	uint32_t count;
+	bool eof;
+	fattr3 fa;
+	assert_int_equal(create(f, 0, f->root[0], "img", GUARDED, NULL, fh), NFS3_OK);
+	assert_int_equal(write3(f, fh, 0, NFS3_MAX_IO, 0x11, UNSTABLE, NULL), NFS3_OK);
+	assert_int_equal(write3(f, fh, NFS3_MAX_IO, 4096, 0x22, UNSTABLE, NULL), NFS3_OK);
+	assert_int_equal(take_snapshot(f, fh, "s1", fh_fileid(fh)), 0);
+	assert_int_equal(write3(f, fh, 0, NFS3_MAX_IO, 0x33, FILE_SYNC, NULL), NFS3_OK);
+	assert_int_equal(write3(f, fh, 3 * NFS3_MAX_IO, 4096, 0x44, UNSTABLE, NULL), NFS3_OK);
+	assert_int_equal(lookup(f, f->root[0], ".snapshots", snaps, NULL), NFS3_OK);
+	assert_int_equal(lookup(f, snaps, "s1", x, NULL), NFS3_OK);
+	assert_int_equal(lookup(f, x, "img", x, &fa), NFS3_OK);
+	assert_true(fa.size == NFS3_MAX_IO + 4096);
+	assert_int_equal(read3(f, x, 0, NFS3_MAX_IO, 0x11, &count, &eof), NFS3_OK);
+	assert_true(count == NFS3_MAX_IO && !eof);
+	assert_int_equal(read3(f, x, NFS3_MAX_IO, NFS3_MAX_IO, 0x22, &count, &eof), NFS3_OK);
+	assert_true(count == 4096 && eof);
+	assert_int_equal(read3(f, x, 3 * NFS3_MAX_IO, 4096, 0, &count, &eof), NFS3_OK);
+	assert_true(count == 0 && eof);
+	assert_int_equal(read3(f, fh, 0, 4096, 0x33, &count, &eof), NFS3_OK);
+	/* the live file removed: the snapshot still reads (its volume stays) */
+	assert_int_equal(remove3(f, f->root[0], "img", false), NFS3_OK);
+	assert_int_equal(read3(f, x, 0, 65536, 0x11, &count, &eof), NFS3_OK);
+	assert_true(count == 65536);
+}
+
 static void test_proto_data(void **state)
 {
 	struct fx *f = *state;
@@ -1508,7 +1808,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_proto_readdir, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_proto_refusals, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_proto_hold, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_proto_snapshots, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_proto_data, fx_data_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_proto_snapshot_data, fx_data_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
