@@ -168,6 +168,23 @@ log "restart node3"
 	die "verify after node3 came back failed"
 }
 cat "$WORK/verify-b.log"
+
+log "the operator looks at the file volumes' replicas: the gateway keeps serving them"
+"$BLOCKCTL" volume ls
+vols=$("$BLOCKCTL" volume ls --json | python3 -c '
+import json,sys
+print(" ".join(x["name"] for x in json.load(sys.stdin) if x["name"].startswith("nfs-")))')
+[ -n "$vols" ] || die "no nfs-* volumes in blockctl volume ls"
+for v in $vols; do
+	"$BLOCKCTL" replica ls "$v" || die "blockctl replica ls $v failed"
+done
+"$NFS_LOAD" --url "$(nfs_url /load-b.img)" --verify-only --state "$WORK/state-b" --timeout 30 \
+	>"$WORK/verify-b2.log" 2>&1 || {
+	cat "$WORK/verify-b2.log"
+	die "the gateway no longer serves its files after 'blockctl replica ls' of their volumes"
+}
+timeout 60 "$NFS_OPS" "$NFS_URL" write /load-b.img 0 4096 0x01 ||
+	die "a write after 'blockctl replica ls' of the file volumes failed"
 gw_alive || die "nfsgw died"
 gw_check_log
 log "ok"
