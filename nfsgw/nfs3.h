@@ -62,6 +62,12 @@ void nfs3_release(struct nfs3 *n);
 /* Calls dispatched and not yet answered (the gateway waits for 0 before closing the meta). */
 uint32_t nfs3_inflight(struct nfs3 *n);
 
+/* MNT below an export, the `.snapshots` tree included: resolves path (absolute, normalised,
+ * under export_path) to the fileid, generation and type its NFS file handle carries.
+ * -ENOENT, -ENAMETOOLONG, -ENOTDIR. */
+int nfs3_path_resolve(struct meta *m, const char *export_path, const char *path, uint64_t *fileid,
+		      uint64_t *gen, enum meta_type *type);
+
 /* File handles. decode: -EBADMSG malformed, 0 otherwise (staleness is checked by callers). */
 void nfs3_fh_encode(uint8_t out[NFS3_FH_LEN], uint32_t export_id, const uint8_t fsid[16],
 		    uint64_t fileid, uint64_t gen);

@@ -81,9 +81,8 @@ static int dirs_scan_fn(void *arg, const struct meta_snapinfo *si)
 	return 0;
 }
 
-static int snapdir_attr(struct nfs3_req *r, uint64_t root, struct meta_attr *out)
+static int snapdir_attr(struct meta *m, uint64_t root, struct meta_attr *out)
 {
-	struct meta *m = r->n->p.meta;
 	struct meta_attr ra;
 	if (meta_getattr(m, root, &ra))
 		return -ENOENT;
@@ -101,19 +100,18 @@ static int snapdir_attr(struct nfs3_req *r, uint64_t root, struct meta_attr *out
 	return 0;
 }
 
-int nfs3_getattr(struct nfs3_req *r, uint64_t id, struct meta_attr *out)
+/* Attributes of id as seen from the export rooted at root. */
+static int getattr_in(struct meta *m, uint64_t root, uint64_t id, struct meta_attr *out)
 {
-	struct meta *m = r->n->p.meta;
 	if (!nfs3_is_snap(id))
 		return meta_getattr(m, id, out);
-	uint64_t root = nfs3_export_root(r);
 	if (!root)
 		return -ENOENT;
 	uint32_t idx = META_SNAP_INDEX(id);
 	if (idx == META_SNAP_DIRS_INDEX) {
 		if (META_SNAP_LIVE(id) != root)
 			return -ENOENT;
-		return snapdir_attr(r, root, out);
+		return snapdir_attr(m, root, out);
 	}
 	int rc = meta_getattr(m, id, out);
 	if (rc || META_SNAP_LIVE(id) != 0)
@@ -126,14 +124,19 @@ int nfs3_getattr(struct nfs3_req *r, uint64_t id, struct meta_attr *out)
 	return 0;
 }
 
+int nfs3_getattr(struct nfs3_req *r, uint64_t id, struct meta_attr *out)
+{
+	return getattr_in(r->n->p.meta, nfs3_is_snap(id) ? nfs3_export_root(r) : 0, id, out);
+}
+
 bool nfs3_snap_reserved(struct nfs3_req *r, uint64_t dir, const char *name)
 {
 	return name && !strcmp(name, NFS3_SNAPDIR) && dir == nfs3_export_root(r);
 }
 
-int nfs3_lookup_name(struct nfs3_req *r, uint64_t dir, const char *name, uint64_t *id)
+/* A name in dir, as seen from the export rooted at root. */
+static int lookup_in(struct meta *m, uint64_t root, uint64_t dir, const char *name, uint64_t *id)
 {
-	struct meta *m = r->n->p.meta;
 	if (nfs3_is_snap(dir) && META_SNAP_INDEX(dir) == META_SNAP_DIRS_INDEX) {
 		struct meta_snapinfo si;
 		if (meta_snapshot_find(m, name, &si) ||
@@ -142,11 +145,63 @@ int nfs3_lookup_name(struct nfs3_req *r, uint64_t dir, const char *name, uint64_
 		*id = META_SNAP_FILEID(si.index, 0);
 		return 0;
 	}
-	if (nfs3_snap_reserved(r, dir, name)) {
+	if (dir == root && !strcmp(name, NFS3_SNAPDIR)) {
 		*id = nfs3_snapdir_id(dir);
 		return 0;
 	}
 	return meta_lookup(m, dir, name, id);
+}
+
+int nfs3_lookup_name(struct nfs3_req *r, uint64_t dir, const char *name, uint64_t *id)
+{
+	return lookup_in(r->n->p.meta, nfs3_export_root(r), dir, name, id);
+}
+
+/* Walks the components of path from id; root: the export's root (0: none yet). */
+static int walk(struct meta *m, uint64_t root, const char *path, uint64_t *id)
+{
+	const char *p = path;
+	while (*p) {
+		while (*p == '/')
+			p++;
+		size_t len = strcspn(p, "/");
+		if (!len)
+			break;
+		if (len > META_NAME_MAX)
+			return -ENAMETOOLONG;
+		char name[META_NAME_MAX + 1];
+		memcpy(name, p, len);
+		name[len] = 0;
+		int rc = lookup_in(m, root, *id, name, id);
+		if (rc)
+			return rc;
+		p += len;
+	}
+	return 0;
+}
+
+int nfs3_path_resolve(struct meta *m, const char *export_path, const char *path, uint64_t *fileid,
+		      uint64_t *gen, enum meta_type *type)
+{
+	size_t el = strlen(export_path);
+	while (el && export_path[el - 1] == '/')
+		el--;
+	if (strncmp(path, export_path, el) || (path[el] && path[el] != '/'))
+		return -ENOENT;
+	uint64_t root = META_ROOT;
+	int rc = walk(m, 0, export_path, &root);
+	uint64_t id = root;
+	if (!rc)
+		rc = walk(m, root, path + el, &id);
+	struct meta_attr a;
+	if (!rc)
+		rc = getattr_in(m, root, id, &a);
+	if (rc)
+		return rc;
+	*fileid = id;
+	*gen = a.gen;
+	*type = a.type;
+	return 0;
 }
 
 /* ---- listings ---- */

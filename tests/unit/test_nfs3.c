@@ -1551,6 +1551,33 @@ static bool dres_has(const struct dres *d, const char *name)
 	return false;
 }
 
+struct pathq {
+	struct fx *f;
+	const char *exp, *path;
+	uint64_t id, gen;
+	enum meta_type type;
+	int rc;
+};
+
+static void pathq_run(void *arg)
+{
+	struct pathq *q = arg;
+	q->rc = nfs3_path_resolve(q->f->meta, q->exp, q->path, &q->id, &q->gen, &q->type);
+}
+
+/* nfs3_path_resolve (MNT) of path under /exp; the handle it would make must be fh's. */
+static int path_resolve(struct fx *f, const char *path, const uint8_t *fh)
+{
+	struct pathq q = {.f = f, .exp = "/exp", .path = path};
+	assert_int_equal(loop_call(f->l, pathq_run, &q), 0);
+	if (q.rc == 0 && fh) {
+		uint8_t b[NFS3_FH_LEN];
+		nfs3_fh_encode(b, exports_find_path(&f->ex, "/exp")->id, f->fsid, q.id, q.gen);
+		assert_memory_equal(b, fh, NFS3_FH_LEN);
+	}
+	return q.rc;
+}
+
 static void test_proto_snapshots(void **state)
 {
 	struct fx *f = *state;
@@ -1675,6 +1702,14 @@ static void test_proto_snapshots(void **state)
 	PATHCONF3res pr;
 	assert_int_equal(CALL(f, 20, 0, PATHCONF3args, &pa, PATHCONF3res, &pr, &rp), 0);
 	assert_int_equal(pr.status, NFS3_OK);
+	/* MNT of paths into the tree */
+	assert_int_equal(path_resolve(f, "/exp/.snapshots", snaps), 0);
+	assert_int_equal(path_resolve(f, "/exp/.snapshots/snap1", s1), 0);
+	assert_int_equal(path_resolve(f, "/exp/.snapshots/snap1/d", sd), 0);
+	assert_int_equal(path_resolve(f, "/exp/.snapshots/snap1/d/f", sf), 0);
+	assert_int_equal(path_resolve(f, "/exp/.snapshots/nope", NULL), -ENOENT);
+	assert_int_equal(path_resolve(f, "/exp/d/.snapshots/snap1", NULL), -ENOENT);
+	assert_int_equal(path_resolve(f, "/expx", NULL), -ENOENT);
 	/* another export's .snapshots does not show snap1; its handle is not ours */
 	assert_int_equal(lookup(f, f->root[1], ".snapshots", x, NULL), NFS3_OK);
 	readdir_dir(f, x, false, dr);
