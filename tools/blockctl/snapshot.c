@@ -181,10 +181,8 @@ static void gw_check_snap(const char *what, const struct config_gateway *g, cons
 			n--;
 		/* A snapshot whose directory is gone has no path: its name alone decides. */
 		if (p && strcmp(path, "/") != 0 &&
-		    !(strncmp(p, path, n) == 0 && (p[n] == 0 || p[n] == '/'))) {
-			json_decref(all);
+		    !(strncmp(p, path, n) == 0 && (p[n] == 0 || p[n] == '/')))
 			die("%s: snapshot %s is of %s, not of %s", what, name, p, path);
-		}
 	}
 	json_decref(all);
 	if (!found)
