@@ -154,7 +154,9 @@ static int lookup_in(struct meta *m, uint64_t root, uint64_t dir, const char *na
 
 int nfs3_lookup_name(struct nfs3_req *r, uint64_t dir, const char *name, uint64_t *id)
 {
-	return lookup_in(r->n->p.meta, nfs3_export_root(r), dir, name, id);
+	/* Only that name needs the export root (a path walk): skip it for every other. */
+	uint64_t root = strcmp(name, NFS3_SNAPDIR) ? 0 : nfs3_export_root(r);
+	return lookup_in(r->n->p.meta, root, dir, name, id);
 }
 
 /* Walks the components of path from id; root: the export's root (0: none yet). */
