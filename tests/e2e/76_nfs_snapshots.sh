@@ -24,8 +24,11 @@ refused() {
 }
 
 # Snapshots held by the file volumes' replicas, summed over every node (GET /v1/replicas:
-# asking a node for one volume's snapshots would open an engine and fence the gateway's).
-vol_snaps() {
+# asking a node for one volume's snapshots would open an engine and fence the gateway's);
+# vol_count: the file volumes' replicas.
+vol_snaps() { replica_sum snapshots; }
+vol_count() { replica_sum count; }
+replica_sum() {
 	python3 -c '
 import configparser, json, sys, urllib.request
 c = configparser.ConfigParser(strict=False, interpolation=None)
@@ -37,8 +40,8 @@ for sec in c.sections():
     url = "http://%s:%s/v1/replicas" % (c[sec]["host"], c[sec]["http_port"])
     for r in json.load(urllib.request.urlopen(url, timeout=10)):
         if r["volume"].startswith("nfs-"):
-            n += r["snapshots"]
-print(n)' "$BLOCKD_CONF"
+            n += 1 if sys.argv[2] == "count" else r[sys.argv[2]]
+print(n)' "$BLOCKD_CONF" "$1"
 }
 
 nfs_up
@@ -163,9 +166,14 @@ EOF
 nfs_get /dir/a "$WORK/a.back3"
 same "$WORK/a" "$WORK/a.back3" "/dir/a not back after the restart and revert"
 
-log "snapshot rm"
+log "snapshot rm; a file only a snapshot holds loses its volume with the snapshot"
+vols=$(vol_count)
+ops unlink /dir/sub/c
+[ "$(vol_count)" -eq "$vols" ] || die "the volume of /dir/sub/c went while snap1 holds it"
 "$BLOCKCTL" snapshot rm /vm-shared/dir/b fsnap
+[ "$(vol_count)" -eq "$vols" ] || die "snapshot rm fsnap deleted a volume"
 "$BLOCKCTL" snapshot rm /vm-shared/dir snap1
+[ "$(vol_count)" -eq $((vols - 3)) ] || die "snapshot rm snap1: $(vol_count) volume replicas, not $((vols - 3))"
 refused "no snapshot snap1" "$BLOCKCTL" snapshot rm /vm-shared/dir snap1
 [ "$("$BLOCKCTL" snapshot ls /vm-shared --json)" = "[]" ] || die "snapshots left after rm"
 [ "$(vol_snaps)" -eq 0 ] || die "volume snapshots left after rm: $(vol_snaps)"
