@@ -144,7 +144,8 @@ static void op_free(struct gs_op *op)
 static void finish(struct gs_op *op)
 {
 	struct gateway *g = op->g;
-	if (op->held)
+	/* A gateway stopping meanwhile may have freed its NFS program already. */
+	if (op->held && g->nfs)
 		nfs3_release(g->nfs);
 	g->snap_busy = false;
 	if (op->err < 0)
@@ -193,6 +194,11 @@ static void pump(struct gs_op *op)
 {
 	while (op->inflight < GS_WINDOW && op->next < op->n) {
 		size_t i = op->next++;
+		if (serving(op->g) < 0) {
+			/* Stopping: no new volume work; what is in flight completes. */
+			op->res[i] = -ESHUTDOWN;
+			continue;
+		}
 		char vol[64];
 		meta_volume_name(op->g->meta, op->ids[i], vol, sizeof(vol));
 		op->items[i] = (struct gs_item){op, i};
@@ -293,7 +299,10 @@ static void create_vols_done(struct gs_op *op)
 		return;
 	}
 	uint32_t idx;
-	r = meta_snapshot_create(op->g->meta, op->fileid, op->name, &idx, create_meta_done, op);
+	r = serving(op->g);
+	if (r == 0)
+		r = meta_snapshot_create(op->g->meta, op->fileid, op->name, &idx, create_meta_done,
+					 op);
 	if (r < 0) {
 		op->err = r;
 		if (r == -EFBIG)
@@ -444,6 +453,11 @@ static void revert_vols_done(struct gs_op *op)
 		       "%zu of %zu file volumes could not be reverted (%s); the others were: "
 		       "retry the revert",
 		       nfail, op->n, strerror(-r));
+		finish(op);
+		return;
+	}
+	if ((r = serving(op->g)) < 0) {
+		op->err = r;
 		finish(op);
 		return;
 	}
