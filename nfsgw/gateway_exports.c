@@ -156,50 +156,23 @@ const struct exports *gw_exports(void *ctx)
 }
 
 /* Walks path (normalised, absolute) from the root; *fileid gets the last component's. */
-static int walk(struct meta *m, const char *path, uint64_t *fileid)
-{
-	uint64_t id = META_ROOT;
-	const char *s = path;
-	while (*s) {
-		while (*s == '/')
-			s++;
-		if (!*s)
-			break;
-		const char *e = strchr(s, '/');
-		size_t n = e ? (size_t)(e - s) : strlen(s);
-		if (n > META_NAME_MAX)
-			return -ENAMETOOLONG;
-		char name[META_NAME_MAX + 1];
-		memcpy(name, s, n);
-		name[n] = 0;
-		int r = meta_lookup(m, id, name, &id);
-		if (r)
-			return r;
-		s += n;
-	}
-	*fileid = id;
-	return 0;
-}
-
 int gw_mount_resolve(void *ctx, const struct export *e, const char *path, uint8_t *fh,
 		     uint32_t *fh_len)
 {
 	struct gateway *g = ctx;
 	if (!g->meta || g->state != GW_SERVING)
 		return -EIO;
-	uint64_t id;
-	int r = walk(g->meta, path, &id);
+	/* Through the NFS layer's resolver, so that `.snapshots/...` paths mount too. */
+	uint64_t id, gen;
+	enum meta_type type;
+	int r = nfs3_path_resolve(g->meta, e->path, path, &id, &gen, &type);
 	if (r)
 		return r;
-	struct meta_attr a;
-	r = meta_getattr(g->meta, id, &a);
-	if (r)
-		return r;
-	if (a.type != META_DIR)
+	if (type != META_DIR)
 		return -ENOTDIR;
 	struct meta_info info;
 	meta_info(g->meta, &info);
-	nfs3_fh_encode(fh, e->id, info.fsid, id, a.gen);
+	nfs3_fh_encode(fh, e->id, info.fsid, id, gen);
 	*fh_len = NFS3_FH_LEN;
 	return 0;
 }
