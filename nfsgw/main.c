@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -224,10 +225,22 @@ static void on_started(void *arg, int res)
 		begin_stop(a);
 }
 
+/* Client connections (up to RPC_MAX_CONNS) plus three sockets per open file volume need more
+ * descriptors than the usual soft limit of 1024: take the hard limit. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *conf = getenv("BLOCKD_CONF");
 	const char *name = NULL, *pidfile = NULL;
+	raise_nofile();
 	static const struct option opts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"gateway", required_argument, NULL, 'g'},

@@ -45,6 +45,12 @@ static void listener_on_event(void *arg, uint32_t events)
 				loop_mod_fd(ln->s->l, ln->fd, 0, listener_on_event, ln);
 			return;
 		}
+		/* Bounded like everything else a client controls: past the limit a new
+		 * connection is accepted and closed at once, so the backlog cannot fill. */
+		if (ln->s->nconns >= RPC_MAX_CONNS) {
+			close(fd);
+			continue;
+		}
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (rpc_conn_new(ln->s, fd, &peer) < 0)

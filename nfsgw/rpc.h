@@ -16,7 +16,7 @@
  * - Calls are dispatched as they arrive; many may be in flight per connection and replies go
  *   out in completion order (one sendmsg per loop pass when several are ready). At most
  *   RPC_MAX_INFLIGHT calls / RPC_MAX_INFLIGHT_BYTES of records per connection; beyond that
- *   the connection is not read until replies drain.
+ *   the connection is not read until replies drain. At most RPC_MAX_CONNS connections.
  * - Every dispatched call must be finished exactly once with one of the rpc_reply*() calls.
  *   A call stays valid until then even if its connection died (the reply is then dropped),
  *   so handlers never check connection state.
@@ -38,6 +38,7 @@
 #define RPC_MAX_RECORD ((1u << 20) + (64u << 10)) /* a 1 MiB WRITE plus headers */
 #define RPC_MAX_INFLIGHT 128
 #define RPC_MAX_INFLIGHT_BYTES (64u << 20)
+#define RPC_MAX_CONNS 1024 /* per server; more are accepted and closed at once */
 #define RPC_MAX_GIDS 16
 #define RPC_MAX_MACHINE 255
 
