@@ -867,10 +867,23 @@ int meta_snapshot_each(struct meta *m, int (*fn)(void *arg, const struct meta_sn
 
 /* ---- revert ---- */
 
+/* The live name (dir, cookie, fileid, name) is in the frozen copy as it is: a revert leaves
+ * it alone. The same test from both sides keeps the two passes consistent. */
+static bool kept(const struct msnap *s, uint64_t dir, uint64_t cookie, uint64_t fileid,
+		 const char *name)
+{
+	const struct msino *fi = ms_ino(s, dir);
+	if (!fi || fi->a.type != META_DIR)
+		return false;
+	size_t i = ent_find(fi, cookie);
+	return i < fi->n && fi->e[i].cookie == cookie && fi->e[i].fileid == fileid &&
+	       strcmp(fi->e[i].name, name) == 0;
+}
+
 struct region {
-	struct meta *m;
-	struct idmap removed; /* links inside the region, by target */
-	struct idvec dirs;    /* live directories in it */
+	const struct msnap *s;
+	struct idmap removed; /* names removed, by target */
+	struct idvec dirs;    /* live directories in the region */
 };
 
 static int region_ino(void *arg, struct minode *in)
@@ -882,6 +895,8 @@ static int region_ino(void *arg, struct minode *in)
 static int region_dent(void *arg, const struct mdent *d)
 {
 	struct region *g = arg;
+	if (kept(g->s, d->dir, d->cookie, d->fileid, d->name))
+		return 0;
 	uint32_t *c = idmap_add(&g->removed, d->fileid, NULL);
 	if (!c)
 		return -ENOMEM;
@@ -897,16 +912,39 @@ static int rv_inode(struct meta *m, const struct meta_attr *a, const char *symli
 	return mr_inode(&m->q, &t);
 }
 
-/* Links to id that the frozen copy names. */
-static uint32_t frozen_links(const struct idmap *added, uint64_t id)
+static bool time_same(struct meta_time x, struct meta_time y)
 {
-	uint32_t *c = idmap_get((struct idmap *)added, id);
+	return x.sec == y.sec && x.nsec == y.nsec;
+}
+
+static bool attr_same(const struct minode *in, const struct meta_attr *a, const char *symlink)
+{
+	const struct meta_attr *b = &in->a;
+	bool sl = (!symlink && !in->symlink) ||
+		  (symlink && in->symlink && strcmp(symlink, in->symlink) == 0);
+	return sl && a->gen == b->gen && a->type == b->type && a->mode == b->mode &&
+	       a->nlink == b->nlink && a->uid == b->uid && a->gid == b->gid && a->size == b->size &&
+	       a->rdev_major == b->rdev_major && a->rdev_minor == b->rdev_minor &&
+	       time_same(a->atime, b->atime) && time_same(a->mtime, b->mtime) &&
+	       time_same(a->ctime, b->ctime) && a->parent == b->parent;
+}
+
+static uint32_t count_of(const struct idmap *map, uint64_t id)
+{
+	uint32_t *c = idmap_get((struct idmap *)map, id);
 	return c ? *c : 0;
 }
 
-/* Encodes the revert (see meta.h) into the queue; freed regular files into freed[]. */
-static int revert_encode(struct meta *m, struct msnap *s, struct region *g, struct idmap *added,
-			 uint64_t *freed, uint32_t nfreed_max, uint32_t *nfreed)
+/*
+ * Encodes the revert (see meta.h) into the queue as a difference: the region is what is named
+ * root_name in root_parent now and everything under it; names there that the frozen copy
+ * lacks go, frozen names missing there come back, objects get the frozen attributes with link
+ * counts recomputed (links from outside the region count), and region objects left without
+ * a name are freed. Unchanged names and attributes produce no entries.
+ */
+static int revert_encode(struct meta *m, struct msnap *s, struct region *g, struct walk *w,
+			 struct idmap *added, uint64_t *freed, uint32_t nfreed_max,
+			 uint32_t *nfreed)
 {
 	const struct meta_snapinfo *si = &s->info;
 	struct minode *pi = mt_inode(m, si->root_parent);
@@ -915,41 +953,44 @@ static int revert_encode(struct meta *m, struct msnap *s, struct region *g, stru
 	size_t rl = strlen(si->root_name);
 	struct mdent *cur = mt_dent(m, si->root_parent, si->root_name, rl);
 	struct minode *x = cur ? mt_inode(m, cur->fileid) : NULL;
-	uint64_t cookie = cur && cur->fileid == si->root ? cur->cookie : pi->dir->next_cookie;
-	bool fresh;
+	bool keep_top = x && cur->fileid == si->root;
 	int r = 0;
-	/* The region: what is named root_name now, and everything under it. */
+	uint32_t *c;
 	if (x) {
-		uint32_t *c = idmap_add(&g->removed, x->a.fileid, NULL);
-		if (!c)
-			return -ENOMEM;
-		(*c)++;
-		struct walk w = {.fn = region_ino, .dfn = region_dent, .arg = g};
-		r = walk(m, x->a.fileid, &w);
-		idmap_free(&w.seen);
-		if (r < 0)
+		if (!keep_top) {
+			if (!(c = idmap_add(&g->removed, x->a.fileid, NULL)))
+				return -ENOMEM;
+			(*c)++;
+		}
+		w->fn = region_ino;
+		w->dfn = region_dent;
+		w->arg = g;
+		if ((r = walk(m, x->a.fileid, w)) < 0)
 			return r;
 	}
-	/* Links the frozen copy makes. */
-	uint32_t *c = idmap_add(added, si->root, NULL);
-	if (!c)
-		return -ENOMEM;
-	(*c)++;
+	if (!keep_top) {
+		if (!(c = idmap_add(added, si->root, NULL)))
+			return -ENOMEM;
+		(*c)++;
+	}
 	for (size_t i = 0; i < s->n; i++) {
-		for (size_t k = 0; k < s->v[i].n; k++) {
-			if (!(c = idmap_add(added, s->v[i].e[k].fileid, &fresh)))
+		const struct msino *fi = &s->v[i];
+		bool live_dir = fi->a.type == META_DIR && mt_inode(m, fi->a.fileid);
+		/* A frozen directory alive outside the region would get a second name. */
+		if (live_dir && !idmap_get(&w->seen, fi->a.fileid))
+			return -EBUSY;
+		for (size_t k = 0; k < fi->n; k++) {
+			const struct msent *e = &fi->e[k];
+			struct mdent *ld =
+			    live_dir ? mt_dent(m, fi->a.fileid, e->name, strlen(e->name)) : NULL;
+			if (ld && ld->cookie == e->cookie && ld->fileid == e->fileid)
+				continue;
+			if (!(c = idmap_add(added, e->fileid, NULL)))
 				return -ENOMEM;
 			(*c)++;
 		}
 	}
-	/* A frozen directory alive outside the region would get a second name. */
-	for (size_t i = 0; i < s->n; i++) {
-		const struct msino *fi = &s->v[i];
-		if (fi->a.type == META_DIR && mt_inode(m, fi->a.fileid) &&
-		    !idmap_get(&g->removed, fi->a.fileid))
-			return -EBUSY;
-	}
-	/* What is freed: region objects left without links. */
+	/* What is freed: region objects the frozen copy lacks, left without a name. */
 	uint32_t n = 0;
 	for (size_t i = 0; i < g->removed.cap; i++) {
 		uint64_t id = g->removed.k[i];
@@ -966,17 +1007,18 @@ static int revert_encode(struct meta *m, struct msnap *s, struct region *g, stru
 	}
 	struct meta_time now;
 	meta_now(&now);
-	/* 1. every name in the region goes */
+	/* 1. names that go */
 	for (size_t i = 0; i < g->dirs.n && r == 0; i++) {
 		struct minode *d = mt_inode(m, g->dirs.v[i]);
-		for (size_t k = 0; d && k < d->dir->n && r == 0; k++)
-			if (d->dir->v[k].d)
-				r = mr_dirent_del(&m->q, d->a.fileid, d->dir->v[k].d->name,
-						  d->dir->v[k].d->namelen);
+		for (size_t k = 0; d && k < d->dir->n && r == 0; k++) {
+			struct mdent *de = d->dir->v[k].d;
+			if (de && !kept(s, de->dir, de->cookie, de->fileid, de->name))
+				r = mr_dirent_del(&m->q, de->dir, de->name, de->namelen);
+		}
 	}
-	if (r == 0 && cur)
+	if (r == 0 && cur && !keep_top)
 		r = mr_dirent_del(&m->q, si->root_parent, si->root_name, rl);
-	/* 2. region objects not in the snapshot: freed, or keep their outside links */
+	/* 2. region objects the frozen copy lacks: freed, or left with their outside links */
 	for (size_t i = 0; i < g->removed.cap && r == 0; i++) {
 		uint64_t id = g->removed.k[i];
 		struct minode *in = id ? mt_inode(m, id) : NULL;
@@ -991,48 +1033,50 @@ static int revert_encode(struct meta *m, struct msnap *s, struct region *g, stru
 			r = rv_inode(m, &a, in->symlink);
 		}
 	}
-	/* 3. the frozen objects, with links counted as they will be */
+	/* 3. the frozen objects' attributes, with their links as they will be */
 	for (size_t i = 0; i < s->n && r == 0; i++) {
 		const struct msino *fi = &s->v[i];
+		struct minode *in = mt_inode(m, fi->a.fileid);
 		struct meta_attr a = fi->a;
-		if (a.type != META_DIR) {
-			struct minode *in = mt_inode(m, a.fileid);
-			uint32_t outside = 0;
-			if (in) {
-				uint32_t *rc = idmap_get(&g->removed, a.fileid);
-				outside = in->a.nlink - (rc ? *rc : 0);
-			}
-			a.nlink = outside + frozen_links(added, a.fileid);
-		}
-		r = rv_inode(m, &a, fi->symlink);
+		if (a.type != META_DIR)
+			a.nlink = (in ? in->a.nlink - count_of(&g->removed, a.fileid) : 0) +
+				  count_of(added, a.fileid);
+		if (!in || !attr_same(in, &a, fi->symlink))
+			r = rv_inode(m, &a, fi->symlink);
 	}
-	/* 4. the frozen names, each directory's cookies counting on from the largest seen */
+	/* 4. names that come back; a directory that comes back counts cookies on from its
+	 * largest (a live one's next cookie is past every frozen one already) */
 	for (size_t i = 0; i < s->n && r == 0; i++) {
 		const struct msino *fi = &s->v[i];
 		if (fi->a.type != META_DIR)
 			continue;
-		for (size_t k = 0; k < fi->n && r == 0; k++)
-			r = mr_dirent_add(&m->q, fi->a.fileid, fi->e[k].cookie, fi->e[k].fileid,
-					  fi->e[k].name, strlen(fi->e[k].name));
-		struct minode *in = mt_inode(m, fi->a.fileid);
-		uint64_t next = in && in->dir ? in->dir->next_cookie : 3;
-		if (fi->n && fi->e[fi->n - 1].cookie + 1 > next)
-			next = fi->e[fi->n - 1].cookie + 1;
-		if (r == 0)
-			r = mr_dirnext(&m->q, fi->a.fileid, next);
+		bool live = mt_inode(m, fi->a.fileid) != NULL;
+		for (size_t k = 0; k < fi->n && r == 0; k++) {
+			const struct msent *e = &fi->e[k];
+			size_t len = strlen(e->name);
+			struct mdent *ld = live ? mt_dent(m, fi->a.fileid, e->name, len) : NULL;
+			if (!(ld && ld->cookie == e->cookie && ld->fileid == e->fileid))
+				r = mr_dirent_add(&m->q, fi->a.fileid, e->cookie, e->fileid,
+						  e->name, len);
+		}
+		if (r == 0 && !live && fi->n)
+			r = mr_dirnext(&m->q, fi->a.fileid, fi->e[fi->n - 1].cookie + 1);
 	}
 	/* 5. the snapshotted object back under its name */
-	const struct msino *root = ms_ino(s, si->root);
-	struct minode pn = *pi;
-	pn.a.mtime = pn.a.ctime = now;
-	if (root && root->a.type == META_DIR)
-		pn.a.nlink++;
-	if (x && x->dir)
-		pn.a.nlink--;
-	if (r == 0)
-		r = mr_inode(&m->q, &pn);
-	if (r == 0)
-		r = mr_dirent_add(&m->q, si->root_parent, cookie, si->root, si->root_name, rl);
+	if (!keep_top) {
+		const struct msino *root = ms_ino(s, si->root);
+		struct minode pn = *pi;
+		pn.a.mtime = pn.a.ctime = now;
+		if (root && root->a.type == META_DIR)
+			pn.a.nlink++;
+		if (x && x->dir)
+			pn.a.nlink--;
+		if (r == 0)
+			r = mr_inode(&m->q, &pn);
+		if (r == 0)
+			r = mr_dirent_add(&m->q, si->root_parent, pi->dir->next_cookie, si->root,
+					  si->root_name, rl);
+	}
 	if (r == 0)
 		*nfreed = n;
 	return r;
@@ -1049,12 +1093,14 @@ int meta_snapshot_revert(struct meta *m, const char *name, uint64_t *freed, uint
 		return -ENOENT;
 	if (!ms_ino(s, s->info.root))
 		return -EUCLEAN;
-	struct region g = {.m = m};
+	struct region g = {.s = s};
+	struct walk w = {0};
 	struct idmap added = {0};
 	size_t start = m->q.len;
 	uint32_t n = 0;
-	r = revert_encode(m, s, &g, &added, freed, nfreed_max, &n);
+	r = revert_encode(m, s, &g, &w, &added, freed, nfreed_max, &n);
 	idmap_free(&g.removed);
+	idmap_free(&w.seen);
 	idmap_free(&added);
 	free(g.dirs.v);
 	size_t bytes = m->q.len - start;
@@ -1066,6 +1112,7 @@ int meta_snapshot_revert(struct meta *m, const char *name, uint64_t *freed, uint
 		m->q.len = start;
 		return r;
 	}
+	/* Nothing differs: still a callback, after what is queued is durable. */
 	r = mo_commit(m, start, 0, cb, arg, MW_FUA);
 	if (r == 0)
 		*nfreed = n;

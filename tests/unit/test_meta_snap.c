@@ -608,6 +608,68 @@ static void test_snapshot_rules(void **state)
 	assert_int_equal(close_engine(env, e), 0);
 }
 
+static bool count_n(void *arg)
+{
+	int *p = arg;
+	return p[0] == p[2];
+}
+
+/* Queues n creates of DIR/fNNNNN from first on. */
+static void mk_many(struct env *env, struct meta *m, uint64_t dir, int first, int n)
+{
+	int *cnt = calloc(3, sizeof(int));
+	env_hook_add(env, NULL, cnt, 0);
+	cnt[2] = n;
+	char name[32];
+	for (int i = first; i < first + n; i++) {
+		struct meta_create_args a = {
+		    .dir = dir, .name = name, .type = META_REG, .mode = 0644};
+		snprintf(name, sizeof(name), "f%05d", i);
+		uint64_t id;
+		bool existed;
+		assert_int_equal(meta_create(m, &a, &id, &existed, count_cb, cnt), 0);
+	}
+	assert_true(run_until(env, count_n, cnt, 15000));
+	assert_int_equal(cnt[1], 0);
+}
+
+/* The largest snapshots one log record holds, across a reopen; larger ones are refused up
+ * front with nothing changed. */
+static void test_snapshot_big(void **state)
+{
+	struct env *env = *state;
+	struct engine *e;
+	assert_int_equal(open_engine(env, &e), 0);
+	struct meta *m = mopen(env, e);
+	uint64_t d = mk(env, m, META_ROOT, "big", META_DIR, NULL);
+	mk_many(env, m, d, 0, 14000);
+	uint32_t idx;
+	assert_int_equal(snap_create(env, m, d, "big", &idx), 0);
+	assert_int_equal(rm(env, m, d, "f00007", false, NULL), 0);
+	mk_many(env, m, d, 14000, 2000);
+	assert_int_equal(snap_create(env, m, d, "bigger", NULL), -EFBIG);
+	struct meta_snapinfo si;
+	assert_int_equal(meta_snapshot_find(m, "bigger", &si), -ENOENT);
+	/* The revert would have to remove 2000 names too: still one record. */
+	uint64_t freed[2048];
+	uint32_t nf = 0;
+	struct hop *h = hop_new(0);
+	assert_int_equal(
+	    finish(env, h, meta_snapshot_revert(m, "big", freed, 2048, &nf, done_cb, &h->d)), 0);
+	assert_int_equal(nf, 2000);
+	meta_abandon(m);
+	m = mopen(env, e);
+	assert_int_equal(meta_snapshot_find(m, "big", &si), 0);
+	assert_int_equal(si.files, 14000);
+	assert_true(look(m, d, "f00007") > 0);
+	assert_int_equal(look(m, d, "f14000"), 0);
+	uint64_t sd = META_SNAP_FILEID(idx, d);
+	assert_true(slook(m, sd, "f13999") > 0);
+	check_tree(m);
+	mclose(env, m);
+	assert_int_equal(close_engine(env, e), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -615,6 +677,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_snapshot_revert, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_freed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_snapshot_rules, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_snapshot_big, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
