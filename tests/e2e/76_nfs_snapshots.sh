@@ -44,6 +44,22 @@ for sec in c.sections():
 print(n)' "$BLOCKD_CONF" "$1"
 }
 
+# api METHOD PATH [BODY]: the gateway's control API; prints "STATUS BODY".
+api() {
+	python3 -c '
+import configparser, sys, urllib.request, urllib.error
+c = configparser.ConfigParser(strict=False, interpolation=None)
+c.read(sys.argv[1])
+g = c["gateway.gw"]
+req = urllib.request.Request("http://%s:%s%s" % (g["host"], g["http_port"], sys.argv[3]),
+                             method=sys.argv[2], data=sys.argv[4].encode() if len(sys.argv) > 4 else None)
+try:
+    r = urllib.request.urlopen(req, timeout=60)
+    print(r.status, r.read().decode().strip())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode().strip())' "$BLOCKD_CONF" "$@"
+}
+
 nfs_up
 ops mkdir /dir
 ops mkdir /dir/sub
@@ -69,6 +85,15 @@ refused "bad snapshot name" "$BLOCKCTL" snapshot create /vm-shared/dir "$(printf
 rc=0
 "$BLOCKCTL" snapshot create /vm-shared/dir .hidden 2>/dev/null || rc=$?
 [ $rc -eq 2 ] || die "a bad snapshot name is not a usage error (exit $rc)"
+
+log "the control API's answers"
+[[ $(api POST /v1/snapshots '{"path":"/vm-shared/dir"}') == 400* ]] || die "POST without a name"
+[[ $(api POST /v1/snapshots 'not json') == 400* ]] || die "POST of a bad body"
+[[ $(api DELETE /v1/snapshots/nosuch) == 404*"no snapshot nosuch"* ]] || die "DELETE of nothing"
+[[ $(api POST /v1/snapshots/nosuch/revert) == 404* ]] || die "revert of nothing"
+[[ $(api GET /v1/snapshots/snap1/bogus) == 404* ]] || die "an unknown route"
+out=$(api GET "/v1/snapshots?path=/vm-shared/dir")
+[[ $out == 200*'"name":"snap1"'* ]] || die "GET /v1/snapshots?path=: $out"
 
 log "snapshot ls --json"
 ls_json=$("$BLOCKCTL" snapshot ls /vm-shared --json)
