@@ -128,4 +128,5 @@ expect_fail "$NFS_OPS" "$NFS_URL" rename /renamed /renamed/f8 # into itself: EIN
 log "a file written by one client is read back whole by another"
 ops xclient /x.img $((64 << 20))
 gw_alive || die "nfsgw died"
+gw_check_log
 log "ok"

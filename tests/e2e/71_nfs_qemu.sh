@@ -104,4 +104,5 @@ done
 used=$("$NFS_OPS" "$NFS_URL" stat /disk.raw | sed -n 's/.* used=\([0-9]*\).*/\1/p')
 [ -n "$used" ] && [ "$used" -lt $((1 << 30)) ] || die "disk.raw uses $used bytes: not sparse"
 gw_alive || die "nfsgw died"
+gw_check_log
 log "ok"
