@@ -2,7 +2,7 @@
 # Snapshots through the NFS export (issue 3): `blockctl snapshot create /vm-shared/dir snap1`
 # takes every file under the directory in one cut; after the files are overwritten, removed
 # and new ones created, the old state is still readable in the export's read-only .snapshots
-# tree (nfs-cat of old bytes once MNT of paths inside it is served), `snapshot revert` brings every file
+# tree (nfs-cat of the old bytes), `snapshot revert` brings every file
 # back byte for byte and removes what was created since, `snapshot ls --json` and
 # `snapshot rm` work, and a snapshot of a single file too; a restart of the gateway keeps it.
 NFS_HOST=${NFS_HOST:-127.0.0.81}
@@ -138,15 +138,16 @@ snapls=$(ops ls /.snapshots/snap1/dir | grep -vxE "\.|\.\." | sort | tr "\n" " "
 [ "$snapls" = "a a-hard b k link sub " ] || die ".snapshots/snap1/dir lists: $snapls"
 "$NFS_OPS" "$NFS_URL" write /.snapshots/snap1/dir/k 0 10 1 2>/dev/null &&
 	die "a write into .snapshots succeeded"
-# nfs-cat mounts the file's directory: that needs MNT of paths inside .snapshots.
-if nfs-ls "$(nfs_url /.snapshots/snap1)" >/dev/null 2>&1; then
-	nfs_get /.snapshots/snap1/dir/a "$WORK/a.snap"
-	same "$WORK/a" "$WORK/a.snap" ".snapshots/snap1/dir/a differs from the original"
-	nfs_get /.snapshots/snap1/dir/sub/c "$WORK/c.snap"
-	same "$WORK/c" "$WORK/c.snap" ".snapshots/snap1/dir/sub/c differs from the original"
-else
-	log "MNT of a path inside .snapshots is not served: nfs-cat of old bytes skipped"
-fi
+# nfs-cat mounts the file's directory: MNT of a path inside .snapshots.
+nfs_get /.snapshots/snap1/dir/a "$WORK/a.snap"
+same "$WORK/a" "$WORK/a.snap" ".snapshots/snap1/dir/a differs from the original"
+nfs_get /.snapshots/snap1/dir/a-hard "$WORK/ah.snap"
+same "$WORK/a" "$WORK/ah.snap" ".snapshots/snap1/dir/a-hard differs from the original"
+nfs_get /.snapshots/snap1/dir/b "$WORK/b.snap"
+same "$WORK/b" "$WORK/b.snap" ".snapshots/snap1/dir/b differs from the original"
+nfs_get /.snapshots/snap1/dir/sub/c "$WORK/c.snap"
+same "$WORK/c" "$WORK/c.snap" ".snapshots/snap1/dir/sub/c differs from the original"
+nfs-cat "$(nfs_url /.snapshots/snap1/dir/new)" >/dev/null 2>&1 && die ".snapshots/snap1/dir/new exists"
 
 log "snapshot revert /vm-shared/dir snap1"
 "$BLOCKCTL" snapshot revert /vm-shared/dir snap1
@@ -187,6 +188,9 @@ import json, sys
 d = json.loads(sys.argv[1])
 assert sorted(s["name"] for s in d) == ["fsnap", "snap1"], d
 EOF
+ops check /.snapshots/snap1/dir/k 0 500000 5
+nfs_get /.snapshots/fsnap/b "$WORK/b.fsnap"
+same "$WORK/b" "$WORK/b.fsnap" ".snapshots/fsnap/b differs after the restart"
 "$BLOCKCTL" snapshot revert /vm-shared/dir snap1
 nfs_get /dir/a "$WORK/a.back3"
 same "$WORK/a" "$WORK/a.back3" "/dir/a not back after the restart and revert"
@@ -202,6 +206,8 @@ ops unlink /dir/sub/c
 refused "no snapshot snap1" "$BLOCKCTL" snapshot rm /vm-shared/dir snap1
 [ "$("$BLOCKCTL" snapshot ls /vm-shared --json)" = "[]" ] || die "snapshots left after rm"
 [ "$(vol_snaps)" -eq 0 ] || die "volume snapshots left after rm: $(vol_snaps)"
+left=$(ops ls /.snapshots | grep -vxE "\.|\.\." || true)
+[ -z "$left" ] || die ".snapshots still lists: $left"
 nfs_get /dir/a "$WORK/a.final"
 same "$WORK/a" "$WORK/a.final" "/dir/a changed by snapshot rm"
 ops unlink /dir/a
