@@ -215,7 +215,8 @@ def answered_or_closed(c, what, ok_accepts=(GARBAGE_ARGS,), nfs_error_ok=False):
 # ---- cases
 
 def case_pmap_dump(a):
-    """PMAP2 DUMP lists portmap, MOUNT and NFS over TCP; GETPORT finds MOUNT and NFS v3."""
+    """PMAP2 DUMP lists portmap, MOUNT and NFS over TCP; GETPORT finds MOUNT and NFS v3;
+    rpcbind v3/v4 GETADDR and DUMP agree."""
     c = Conn(a.host, PMAP)
     r = c.call(PMAP, 2, 4)
     expect_accept(r, SUCCESS, "PMAP2 DUMP")
@@ -237,6 +238,28 @@ def case_pmap_dump(a):
         (got,) = struct.unpack(">I", r.body[:4])
         if got != port:
             fail("GETPORT %d v%d tcp = %d, want %d" % (prog, vers, got, port))
+    # rpcbind v3 and v4 GETADDR: universal addresses "h1.h2.h3.h4.p1.p2" on the gateway's host.
+    for vers in (3, 4):
+        for prog, pvers, port in ((NFS, 3, 2049), (MOUNT, 3, 20048)):
+            r = c.call(PMAP, vers, 3, p32(prog) + p32(pvers) + opaque(b"tcp") + opaque(b"") + opaque(b""))
+            expect_accept(r, SUCCESS, "RPCB%d GETADDR %d" % (vers, prog))
+            (n,) = struct.unpack(">I", r.body[:4])
+            uaddr = r.body[4:4 + n].decode()
+            want = "%s.%d.%d" % (a.host, port >> 8, port & 255)
+            if uaddr != want:
+                fail("RPCB%d GETADDR %d v%d tcp = %r, want %r" % (vers, prog, pvers, uaddr, want))
+        r = c.call(PMAP, vers, 4)  # DUMP: rpcb entries (prog, vers, netid, addr, owner)
+        expect_accept(r, SUCCESS, "RPCB%d DUMP" % vers)
+        b, progs = r.body, set()
+        while struct.unpack(">I", b[:4])[0]:
+            prog, pv = struct.unpack(">II", b[4:12])
+            b = b[12:]
+            for _ in range(3):
+                (n,) = struct.unpack(">I", b[:4])
+                b = b[4 + n + (4 - n % 4) % 4:]
+            progs.add(prog)
+        if not {PMAP, MOUNT, NFS} <= progs:
+            fail("RPCB%d DUMP lists %s" % (vers, sorted(progs)))
     r = c.call(PMAP, 2, 3, p32(100099) + p32(1) + p32(6) + p32(0))
     expect_accept(r, SUCCESS, "GETPORT of an unregistered program")
     if struct.unpack(">I", r.body[:4])[0] != 0:
