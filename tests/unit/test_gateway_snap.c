@@ -472,12 +472,34 @@ static void test_undo(void **state)
 	assert_int_equal(snap_op(C_DELETE, "dup"), 0);
 }
 
+/* The export root itself: everything in the export, in one snapshot. Runs last: the revert
+ * takes the export back to that moment. */
+static void test_export_root(void **state)
+{
+	(void)state;
+	put("/e1", 9);
+	char err[256];
+	assert_int_equal(snap_create("/vm", "whole", err), 0);
+	json_t *l = snap_list("/vm");
+	assert_int_equal(json_array_size(l), 1);
+	json_decref(l);
+	assert_int_equal(nfs_unlink(E->nfs, "/e1"), 0);
+	put("/e2", 10);
+	assert_int_equal(snap_op(C_REVERT, "whole"), 0);
+	check("/e1", 9);
+	assert_false(exists("/e2"));
+	assert_true(exists("/d/f1"));
+	assert_int_equal(snap_op(C_DELETE, "whole"), 0);
+	check("/e1", 9);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_create_revert_delete),
 	    cmocka_unit_test(test_refusals),
 	    cmocka_unit_test(test_undo),
+	    cmocka_unit_test(test_export_root),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
