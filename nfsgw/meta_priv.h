@@ -178,6 +178,10 @@ struct msnap {
 	uint32_t *h; /* open addressing: 1 + index into v, 0 empty */
 	size_t hn;
 	uint64_t bytes; /* its share of img_bytes */
+	/* Names by (directory, name), built at the first lookup (a snapshot never changes after
+	 * its record is applied): open addressing, ino index << 32 | entry index, +1; 0 empty. */
+	uint64_t *nh;
+	size_t nhn;
 };
 
 enum meta_ckpt_why { CKPT_FORMAT, CKPT_OPEN, CKPT_COMPACT, CKPT_CLOSE };

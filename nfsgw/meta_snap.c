@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "nfsgw/meta_priv.h"
 
@@ -163,6 +164,7 @@ static void snap_free(struct msnap *s)
 		ino_free(&s->v[i]);
 	free(s->v);
 	free(s->h);
+	free(s->nh);
 	free(s);
 }
 
@@ -362,6 +364,8 @@ static int apply_ino(struct meta *m, const uint8_t *p, size_t n)
 	}
 	in->a = a;
 	in->symlink = copy;
+	free(s->nh);
+	s->nh = NULL;
 	if (a.type == META_REG)
 		s->info.files++;
 	return 0;
@@ -414,6 +418,8 @@ static int apply_dent(struct meta *m, const uint8_t *p, size_t n)
 		m->img_bytes += 4 + n;
 	}
 	d->e[i] = (struct msent){cookie, le_get64(p + 20), name};
+	free(s->nh);
+	s->nh = NULL;
 	return 0;
 }
 
@@ -519,6 +525,55 @@ int ms_getattr(struct meta *m, uint64_t fileid, struct meta_attr *out)
 	return 0;
 }
 
+static size_t name_slot(uint64_t dir, const char *name, size_t nb)
+{
+	return (size_t)XXH3_64bits_withSeed(name, strlen(name), dir) & (nb - 1);
+}
+
+static int names_build(struct msnap *s)
+{
+	size_t total = 0;
+	for (size_t i = 0; i < s->n; i++)
+		total += s->v[i].n;
+	size_t nb = 16;
+	while (nb < total * 2)
+		nb *= 2;
+	uint64_t *h = calloc(nb, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n; i++) {
+		for (size_t k = 0; k < s->v[i].n; k++) {
+			size_t j = name_slot(s->v[i].a.fileid, s->v[i].e[k].name, nb);
+			while (h[j])
+				j = (j + 1) & (nb - 1);
+			h[j] = ((uint64_t)i << 32 | k) + 1;
+		}
+	}
+	s->nh = h;
+	s->nhn = nb;
+	return 0;
+}
+
+/* The frozen entry name in frozen directory in (of s); NULL when there is none. */
+static const struct msent *name_find(struct msnap *s, const struct msino *in, const char *name)
+{
+	if (!s->nh && names_build(s) < 0) {
+		for (size_t i = 0; i < in->n; i++)
+			if (strcmp(in->e[i].name, name) == 0)
+				return &in->e[i];
+		return NULL;
+	}
+	for (size_t j = name_slot(in->a.fileid, name, s->nhn);; j = (j + 1) & (s->nhn - 1)) {
+		uint64_t v = s->nh[j];
+		if (!v)
+			return NULL;
+		const struct msino *d = &s->v[(v - 1) >> 32];
+		const struct msent *e = &d->e[(uint32_t)(v - 1)];
+		if (d == in && strcmp(e->name, name) == 0)
+			return e;
+	}
+}
+
 int ms_lookup(struct meta *m, uint64_t dir, const char *name, uint64_t *fileid)
 {
 	struct msnap *s;
@@ -544,13 +599,11 @@ int ms_lookup(struct meta *m, uint64_t dir, const char *name, uint64_t *fileid)
 		*fileid = META_SNAP_FILEID(s->info.index, s->info.root);
 		return 0;
 	}
-	for (size_t i = 0; i < in->n; i++) {
-		if (strcmp(in->e[i].name, name) == 0) {
-			*fileid = META_SNAP_FILEID(s->info.index, in->e[i].fileid);
-			return 0;
-		}
-	}
-	return -ENOENT;
+	const struct msent *e = name_find(s, in, name);
+	if (!e)
+		return -ENOENT;
+	*fileid = META_SNAP_FILEID(s->info.index, e->fileid);
+	return 0;
 }
 
 int ms_readlink(struct meta *m, uint64_t fileid, char *buf, size_t len)

@@ -664,7 +664,14 @@ static void test_snapshot_big(void **state)
 	assert_true(look(m, d, "f00007") > 0);
 	assert_int_equal(look(m, d, "f14000"), 0);
 	uint64_t sd = META_SNAP_FILEID(idx, d);
-	assert_true(slook(m, sd, "f13999") > 0);
+	char nm[32];
+	for (int i = 0; i < 14000; i++) {
+		snprintf(nm, sizeof(nm), "f%05d", i);
+		uint64_t live = look(m, d, nm);
+		assert_true(live > 0);
+		assert_int_equal(slook(m, sd, nm), META_SNAP_FILEID(idx, live));
+	}
+	assert_int_equal(slook(m, sd, "f14000"), 0);
 	check_tree(m);
 	mclose(env, m);
 	assert_int_equal(close_engine(env, e), 0);
