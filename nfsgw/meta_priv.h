@@ -2,7 +2,8 @@
  * meta_priv: the internals shared by the meta_*.c files (and white-box tests): the in-memory
  * tree (meta_tree.c), the entry codec shared by log records and checkpoints (meta_rec.c), the
  * mutations (meta_ops.c), group commit and replay (meta_log.c), checkpoints and superblocks
- * (meta_ckpt.c), open/close (meta.c). Not a contract for other components.
+ * (meta_ckpt.c), open/close (meta.c), snapshots' frozen copies (meta_snap.c). Not a contract
+ * for other components.
  */
 #ifndef BLOCKD_NFSGW_META_PRIV_H
 #define BLOCKD_NFSGW_META_PRIV_H
