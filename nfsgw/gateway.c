@@ -436,7 +436,7 @@ static void td_drain(void *arg)
 	g->drain_timer = NULL;
 	/* NFS requests in flight still use the meta and the engines: wait for them before
 	 * closing those (and for a fence read on the meta volume). */
-	bool busy = g->fence_reading || (g->nfs && nfs3_inflight(g->nfs));
+	bool busy = g->fence_reading || g->snap_busy || (g->nfs && nfs3_inflight(g->nfs));
 	static const uint64_t max_polls = GW_DRAIN_MAX_MS / GW_DRAIN_POLL_MS;
 	if (busy && g->drain_polls < max_polls) {
 		g->drain_polls++;

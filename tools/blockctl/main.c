@@ -37,7 +37,9 @@ static const struct group {
      "  blockctl snapshot ls VOL [--json]\n"
      "  blockctl snapshot rm VOL SNAP\n"
      "  blockctl snapshot revert VOL SNAP\n"
-     "  blockctl snapshot clone VOL SNAP NEWVOL\n"},
+     "  blockctl snapshot clone VOL SNAP NEWVOL\n"
+     "  blockctl snapshot create|rm|revert PATH SNAP   (PATH: /export/dir/file on the gateway)\n"
+     "  blockctl snapshot ls PATH [--json]\n"},
     {"replica", cmd_replica,
      "  blockctl replica ls VOL [--json]\n"
      "  blockctl replica verify VOL [--repair] [--json]\n"
