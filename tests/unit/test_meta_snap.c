@@ -5,205 +5,9 @@
  * closes and compactions, which volumes are reported freed, revert, and the name and count
  * rules. White-box only for the compaction threshold and the tree consistency walk.
  */
-#include "engine_env.h"
-#include "nfsgw/meta.h"
-#include "nfsgw/meta_priv.h"
+#include "meta_env.h"
 
 /* ---- helpers ---- */
-
-static struct meta *mopen(struct env *env, struct engine *e)
-{
-	struct meta *m = NULL;
-	struct hop *h = hop_new(0);
-	assert_int_equal(meta_open(env->l, engine_bdev(e), &m, done_cb, &h->d), 0);
-	int r = hop_wait(env, h, 10000);
-	free(h);
-	assert_int_equal(r, 0);
-	return m;
-}
-
-static void mclose(struct env *env, struct meta *m)
-{
-	struct hop *h = hop_new(0);
-	assert_int_equal(meta_close(m, done_cb, &h->d), 0);
-	int r = hop_wait(env, h, 10000);
-	free(h);
-	assert_int_equal(r, 0);
-}
-
-/* Waits for the callback of an operation that returned r. */
-static int finish(struct env *env, struct hop *h, int r)
-{
-	if (r == 0)
-		r = hop_wait(env, h, 10000);
-	free(h);
-	return r;
-}
-
-static int mk_ex(struct env *env, struct meta *m, uint64_t dir, const char *name, enum meta_type t,
-		 const char *sl, bool excl, uint64_t *id)
-{
-	struct meta_create_args a = {.dir = dir,
-				     .name = name,
-				     .type = t,
-				     .mode = 0644,
-				     .uid = 7,
-				     .gid = 8,
-				     .rdev_major = 3,
-				     .rdev_minor = 4,
-				     .symlink = sl,
-				     .exclusive = excl};
-	struct hop *h = hop_new(0);
-	bool existed = false;
-	uint64_t fid = 0;
-	int r = finish(env, h, meta_create(m, &a, &fid, &existed, done_cb, &h->d));
-	if (id)
-		*id = fid;
-	return r;
-}
-
-static uint64_t mk(struct env *env, struct meta *m, uint64_t dir, const char *name,
-		   enum meta_type t, const char *sl)
-{
-	uint64_t id;
-	assert_int_equal(mk_ex(env, m, dir, name, t, sl, true, &id), 0);
-	assert_true(id > META_ROOT);
-	return id;
-}
-
-static int rm(struct env *env, struct meta *m, uint64_t dir, const char *name, bool isdir,
-	      uint64_t *freed)
-{
-	uint64_t f = 0;
-	struct hop *h = hop_new(0);
-	int r = finish(env, h, meta_remove(m, dir, name, isdir, &f, done_cb, &h->d));
-	if (freed)
-		*freed = f;
-	return r;
-}
-
-static int mv(struct env *env, struct meta *m, uint64_t fd, const char *from, uint64_t td,
-	      const char *to, uint64_t *freed)
-{
-	uint64_t f = 0;
-	struct hop *h = hop_new(0);
-	int r = finish(env, h, meta_rename(m, fd, from, td, to, &f, done_cb, &h->d));
-	if (freed)
-		*freed = f;
-	return r;
-}
-
-static int ln(struct env *env, struct meta *m, uint64_t id, uint64_t dir, const char *name)
-{
-	struct hop *h = hop_new(0);
-	return finish(env, h, meta_link(m, id, dir, name, done_cb, &h->d));
-}
-
-static int setattr(struct env *env, struct meta *m, uint64_t id, const struct meta_setattr *sa)
-{
-	struct hop *h = hop_new(0);
-	return finish(env, h, meta_setattr(m, id, sa, done_cb, &h->d));
-}
-
-static uint64_t look(struct meta *m, uint64_t dir, const char *name)
-{
-	uint64_t id = 0;
-	int r = meta_lookup(m, dir, name, &id);
-	return r == 0 ? id : 0;
-}
-
-struct listing {
-	int n, max, stop_after;
-	char names[128][32];
-	uint64_t ids[128], cookies[128];
-	uint64_t last;
-};
-
-static int list_fn(void *arg, const char *name, uint64_t fileid, uint64_t cookie)
-{
-	struct listing *ls = arg;
-	if (ls->stop_after && ls->n >= ls->stop_after)
-		return 1;
-	assert_true(ls->n < 128);
-	assert_true(cookie > ls->last);
-	ls->last = cookie;
-	snprintf(ls->names[ls->n], sizeof(ls->names[0]), "%s", name);
-	ls->ids[ls->n] = fileid;
-	ls->cookies[ls->n] = cookie;
-	ls->n++;
-	return 0;
-}
-
-static void list_dir(struct meta *m, uint64_t dir, struct listing *ls)
-{
-	memset(ls, 0, sizeof(*ls));
-	assert_int_equal(meta_readdir(m, dir, 0, list_fn, ls), 0);
-}
-
-/* Every entry names a live inode, directories' nlink and parent agree with the entries,
- * every other inode's nlink is its number of names, and nothing is unreachable. */
-static void check_tree(struct meta *m)
-{
-	uint32_t *links = calloc(m->next_fileid + 1, sizeof(*links));
-	assert_non_null(links);
-	for (size_t i = 0; i < m->ihn; i++) {
-		for (struct minode *in = m->ih[i]; in; in = in->hnext) {
-			assert_true(in->a.fileid < m->next_fileid);
-			if (!in->dir)
-				continue;
-			uint32_t subdirs = 0;
-			uint64_t live = 0;
-			for (size_t k = 0; k < in->dir->n; k++) {
-				struct mdent *d = in->dir->v[k].d;
-				if (!d)
-					continue;
-				live++;
-				assert_true(d->cookie < in->dir->next_cookie);
-				struct minode *t = mt_inode(m, d->fileid);
-				assert_non_null(t);
-				links[d->fileid]++;
-				if (t->dir) {
-					subdirs++;
-					assert_int_equal(t->a.parent, in->a.fileid);
-				}
-			}
-			assert_int_equal(live, in->dir->live);
-			assert_int_equal(in->a.nlink, 2 + subdirs);
-		}
-	}
-	for (size_t i = 0; i < m->ihn; i++) {
-		for (struct minode *in = m->ih[i]; in; in = in->hnext) {
-			if (in->a.fileid == META_ROOT)
-				continue;
-			if (in->dir)
-				assert_int_equal(links[in->a.fileid], 1);
-			else
-				assert_int_equal(links[in->a.fileid], in->a.nlink);
-		}
-	}
-	free(links);
-}
-
-static void attr_equal(const struct meta_attr *a, const struct meta_attr *b)
-{
-	assert_int_equal(a->fileid, b->fileid);
-	assert_int_equal(a->gen, b->gen);
-	assert_int_equal(a->type, b->type);
-	assert_int_equal(a->mode, b->mode);
-	assert_int_equal(a->nlink, b->nlink);
-	assert_int_equal(a->uid, b->uid);
-	assert_int_equal(a->gid, b->gid);
-	assert_int_equal(a->size, b->size);
-	assert_int_equal(a->rdev_major, b->rdev_major);
-	assert_int_equal(a->rdev_minor, b->rdev_minor);
-	assert_int_equal(a->atime.sec, b->atime.sec);
-	assert_int_equal(a->atime.nsec, b->atime.nsec);
-	assert_int_equal(a->mtime.sec, b->mtime.sec);
-	assert_int_equal(a->mtime.nsec, b->mtime.nsec);
-	assert_int_equal(a->ctime.sec, b->ctime.sec);
-	assert_int_equal(a->ctime.nsec, b->ctime.nsec);
-	assert_int_equal(a->parent, b->parent);
-}
 
 static int snap_create(struct env *env, struct meta *m, uint64_t id, const char *name,
 		       uint32_t *idx)
@@ -216,30 +20,31 @@ static int snap_create(struct env *env, struct meta *m, uint64_t id, const char 
 	return r;
 }
 
-static int snap_delete(struct env *env, struct meta *m, const char *name, uint64_t *freed,
-		       uint32_t *n)
+/* Runs a snapshot delete or revert (same signature) and waits; freed may be NULL. */
+static int snap_freeing(struct env *env, struct meta *m,
+			int (*op)(struct meta *, const char *, uint64_t *, uint32_t, uint32_t *,
+				  meta_cb, void *),
+			const char *name, uint64_t *freed, uint32_t *n)
 {
 	struct hop *h = hop_new(0);
 	uint64_t tmp[64];
 	uint32_t k = 0;
-	int r = finish(env, h,
-		       meta_snapshot_delete(m, name, freed ? freed : tmp, 64, &k, done_cb, &h->d));
+	int r = finish(env, h, op(m, name, freed ? freed : tmp, 64, &k, done_cb, &h->d));
 	if (n)
 		*n = k;
 	return r;
 }
 
+static int snap_delete(struct env *env, struct meta *m, const char *name, uint64_t *freed,
+		       uint32_t *n)
+{
+	return snap_freeing(env, m, meta_snapshot_delete, name, freed, n);
+}
+
 static int snap_revert(struct env *env, struct meta *m, const char *name, uint64_t *freed,
 		       uint32_t *n)
 {
-	struct hop *h = hop_new(0);
-	uint64_t tmp[64];
-	uint32_t k = 0;
-	int r = finish(env, h,
-		       meta_snapshot_revert(m, name, freed ? freed : tmp, 64, &k, done_cb, &h->d));
-	if (n)
-		*n = k;
-	return r;
+	return snap_freeing(env, m, meta_snapshot_revert, name, freed, n);
 }
 
 static int count_fn(void *arg, uint64_t fileid)
@@ -247,12 +52,6 @@ static int count_fn(void *arg, uint64_t fileid)
 	(void)fileid;
 	(*(int *)arg)++;
 	return 0;
-}
-
-static uint64_t slook(struct meta *m, uint64_t dir, const char *name)
-{
-	uint64_t id = 0;
-	return meta_lookup(m, dir, name, &id) == 0 ? id : 0;
 }
 
 /* The tree built by build(): d/{f1 (100 bytes, 0644), f2, sub/g, l -> "target", h = f1} and
@@ -286,24 +85,24 @@ static void check_frozen(struct meta *m, const struct tree *t, uint32_t idx)
 	struct meta_attr a;
 	assert_int_equal(meta_getattr(m, top, &a), 0);
 	assert_int_equal(a.type, META_DIR);
-	uint64_t d = slook(m, top, "d");
+	uint64_t d = look(m, top, "d");
 	assert_int_equal(d, META_SNAP_FILEID(idx, t->d));
-	assert_int_equal(slook(m, top, "other"), 0);
+	assert_int_equal(look(m, top, "other"), 0);
 	assert_int_equal(meta_getattr(m, d, &a), 0);
 	assert_int_equal(a.fileid, d);
 	assert_int_equal(a.gen, t->da.gen);
 	assert_int_equal(a.nlink, 3);
 	assert_int_equal(a.parent, top);
-	assert_int_equal(slook(m, d, ".."), top);
+	assert_int_equal(look(m, d, ".."), top);
 	struct listing ls;
 	list_dir(m, d, &ls);
 	assert_int_equal(ls.n, 5);
 	const char *names[] = {"f1", "f2", "sub", "l", "h"};
 	for (int i = 0; i < 5; i++)
 		assert_string_equal(ls.names[i], names[i]);
-	uint64_t f1 = slook(m, d, "f1");
+	uint64_t f1 = look(m, d, "f1");
 	assert_int_equal(f1, META_SNAP_FILEID(idx, t->f1));
-	assert_int_equal(slook(m, d, "h"), f1);
+	assert_int_equal(look(m, d, "h"), f1);
 	assert_int_equal(meta_getattr(m, f1, &a), 0);
 	assert_int_equal(a.size, 100);
 	assert_int_equal(a.mode, 0644);
@@ -311,15 +110,15 @@ static void check_frozen(struct meta *m, const struct tree *t, uint32_t idx)
 	assert_int_equal(a.gen, t->f1a.gen);
 	assert_int_equal(a.mtime.sec, t->f1a.mtime.sec);
 	assert_int_equal(a.mtime.nsec, t->f1a.mtime.nsec);
-	uint64_t f2 = slook(m, d, "f2");
+	uint64_t f2 = look(m, d, "f2");
 	assert_int_equal(meta_getattr(m, f2, &a), 0);
 	assert_int_equal(a.nlink, 2);
-	uint64_t sub = slook(m, d, "sub");
-	assert_int_equal(slook(m, sub, ".."), d);
-	assert_int_equal(slook(m, sub, "g"), META_SNAP_FILEID(idx, t->g));
+	uint64_t sub = look(m, d, "sub");
+	assert_int_equal(look(m, sub, ".."), d);
+	assert_int_equal(look(m, sub, "g"), META_SNAP_FILEID(idx, t->g));
 	assert_int_equal(meta_lookup(m, f1, "x", &(uint64_t){0}), -ENOTDIR);
 	char buf[64];
-	assert_int_equal(meta_readlink(m, slook(m, d, "l"), buf, sizeof(buf)), 0);
+	assert_int_equal(meta_readlink(m, look(m, d, "l"), buf, sizeof(buf)), 0);
 	assert_string_equal(buf, "target");
 	struct meta_snapinfo si;
 	assert_int_equal(meta_snapshot_by_index(m, idx, &si), 0);
@@ -490,7 +289,7 @@ static void test_snapshot_freed(void **state)
 	assert_int_equal(si.root_parent, d);
 	assert_string_equal(si.root_name, "b");
 	assert_int_equal(si.files, 1);
-	assert_int_equal(slook(m, META_SNAP_FILEID(fi, 0), "b"), META_SNAP_FILEID(fi, b));
+	assert_int_equal(look(m, META_SNAP_FILEID(fi, 0), "b"), META_SNAP_FILEID(fi, b));
 	uint64_t c = mk(env, m, d, "c", META_REG, NULL);
 	assert_int_equal(mv(env, m, d, "c", d, "b", &f), 0);
 	assert_int_equal(f, 0);
@@ -669,9 +468,9 @@ static void test_snapshot_big(void **state)
 		snprintf(nm, sizeof(nm), "f%05d", i);
 		uint64_t live = look(m, d, nm);
 		assert_true(live > 0);
-		assert_int_equal(slook(m, sd, nm), META_SNAP_FILEID(idx, live));
+		assert_int_equal(look(m, sd, nm), META_SNAP_FILEID(idx, live));
 	}
-	assert_int_equal(slook(m, sd, "f14000"), 0);
+	assert_int_equal(look(m, sd, "f14000"), 0);
 	check_tree(m);
 	mclose(env, m);
 	assert_int_equal(close_engine(env, e), 0);
