@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,16 +24,14 @@
 #include "blockd/http_client.h"
 #include "nfsgw/filevol.h"
 #include "replica/loop.h"
+#include "tests/unit/cluster_env.h"
 #include "tests/unit/loop_wait.h"
 
 #define GiB (1ull << 30)
 #define T_MS 20000
 
 struct env {
-	char dir[64];
-	char build[1024];
-	char conf[128];
-	struct config cfg;
+	struct cluster c;
 	struct loop *l;
 };
 
@@ -63,32 +60,10 @@ static int wait_done(struct env *e, struct done *d)
 	return r;
 }
 
-static void cluster_down(struct env *e)
+static unsigned base_of(unsigned k, void *arg)
 {
-	char cmd[2048];
-	snprintf(cmd, sizeof(cmd), "'%s/blockctl' -c '%s' cluster down >/dev/null 2>&1", e->build,
-		 e->conf);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cluster down failed\n");
-	char err[256];
-	if (!e->cfg.nnodes && config_load(e->conf, &e->cfg, err, sizeof(err)) != 0)
-		e->cfg.nnodes = 0;
-	/* Whatever survived a failed start or stop must not outlive the test. */
-	for (unsigned i = 0; i < e->cfg.nnodes; i++) {
-		char p[CONFIG_PATH_MAX + 16];
-		snprintf(p, sizeof(p), "%s/blockd.pid", e->cfg.nodes[i].data);
-		FILE *f = fopen(p, "r");
-		int pid = 0;
-		if (f) {
-			if (fscanf(f, "%d", &pid) == 1 && pid > 0)
-				kill(pid, SIGKILL);
-			fclose(f);
-		}
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "rm %s failed\n", e->dir);
-	memset(&e->cfg, 0, sizeof(e->cfg));
+	(void)arg;
+	return cluster_base(24000, 10, 100, k);
 }
 
 static int setup(void **state)
@@ -96,33 +71,13 @@ static int setup(void **state)
 	struct env *e = calloc(1, sizeof(*e));
 	if (!e)
 		return -1;
-	const char *b = getenv("BUILD");
-	snprintf(e->build, sizeof(e->build), "%s", b && *b ? b : "build-san");
-	int r = -1;
-	/* Another run may hold a port range: try the next (each try in a fresh directory). */
-	for (unsigned k = 0; k < 4 && r != 0; k++) {
-		if (k)
-			cluster_down(e);
-		strcpy(e->dir, "/tmp/test_filevol.XXXXXX");
-		if (!mkdtemp(e->dir))
-			return -1;
-		snprintf(e->conf, sizeof(e->conf), "%s/cluster.conf", e->dir);
-		unsigned base = 24000 + (unsigned)((getpid() + 3 * k) % 10) * 100;
-		char cmd[4096];
-		snprintf(cmd, sizeof(cmd),
-			 "BLOCKD_BIN='%s/blockd' ASAN_OPTIONS=detect_leaks=0 '%s/blockctl' cluster "
-			 "up --nodes 3 --dir '%s' --base-port %u --no-gateway >/dev/null",
-			 e->build, e->build, e->dir, base);
-		r = system(cmd);
-	}
-	char err[256] = "";
-	if (r == 0)
-		r = config_load(e->conf, &e->cfg, err, sizeof(err));
-	if (r == 0)
+	int r = cluster_up(&e->c, "test_filevol", base_of, NULL);
+	if (r == 0) {
 		r = loop_new(&e->l);
+		if (r != 0)
+			cluster_down(&e->c);
+	}
 	if (r != 0) {
-		fprintf(stderr, "setup failed (%d) %s\n", r, err);
-		cluster_down(e);
 		free(e);
 		return -1;
 	}
@@ -133,8 +88,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct env *e = *state;
+	if (!e)
+		return 0; /* setup failed and cleaned up */
 	loop_free(e->l);
-	cluster_down(e);
+	cluster_down(&e->c);
 	free(e);
 	return 0;
 }
@@ -142,7 +99,7 @@ static int teardown(void **state)
 static struct filevol *fv_new(struct env *e, const char *id, uint32_t idle_ms)
 {
 	struct filevol_params p = {
-	    .l = e->l, .cluster = &e->cfg, .replicas = 3, .engine_id = id, .idle_ms = idle_ms};
+	    .l = e->l, .cluster = &e->c.cfg, .replicas = 3, .engine_id = id, .idle_ms = idle_ms};
 	struct filevol *fv;
 	assert_int_equal(filevol_new(&p, &fv), 0);
 	return fv;
@@ -161,7 +118,7 @@ static int api_volume(struct env *e, const char *vol, uint64_t *size, size_t *nm
 	char path[128];
 	snprintf(path, sizeof(path), "/v1/volumes/%s", vol);
 	struct http_resp r;
-	const struct config_node *n = &e->cfg.nodes[0];
+	const struct config_node *n = &e->c.cfg.nodes[0];
 	assert_int_equal(http_request(n->host, n->http_port, "GET", path, NULL, 5000, &r), 0);
 	int st = r.status;
 	if (st == 200) {
@@ -558,10 +515,10 @@ static int api_post_replica(struct env *e, unsigned node, const char *vol, uint6
 	char body[512];
 	snprintf(body, sizeof(body),
 		 "{\"volume\":\"%s\",\"size\":%llu,\"members\":[\"%s\",\"%s\",\"%s\"]}", vol,
-		 (unsigned long long)size, e->cfg.nodes[0].name, e->cfg.nodes[1].name,
-		 e->cfg.nodes[2].name);
+		 (unsigned long long)size, e->c.cfg.nodes[0].name, e->c.cfg.nodes[1].name,
+		 e->c.cfg.nodes[2].name);
 	struct http_resp r;
-	const struct config_node *n = &e->cfg.nodes[node];
+	const struct config_node *n = &e->c.cfg.nodes[node];
 	assert_int_equal(
 	    http_request(n->host, n->http_port, "POST", "/v1/replicas", body, 5000, &r), 0);
 	int st = r.status;
@@ -589,7 +546,7 @@ static void test_create_finds_existing(void **state)
 static void kill_node(struct env *e, unsigned i)
 {
 	char p[CONFIG_PATH_MAX + 16];
-	snprintf(p, sizeof(p), "%s/blockd.pid", e->cfg.nodes[i].data);
+	snprintf(p, sizeof(p), "%s/blockd.pid", e->c.cfg.nodes[i].data);
 	FILE *f = fopen(p, "r");
 	assert_non_null(f);
 	int pid = 0;

@@ -40,77 +40,28 @@
 #include "nfsgw/portmap.h"
 #include "nfsgw/rpc.h"
 #include "replica/loop.h"
+#include "tests/unit/cluster_env.h"
 
 #define HOST_A "127.0.0.47"
 #define HOST_B "127.0.0.48"
 #define HOST_C "127.0.0.49" /* a "host rpcbind" (our portmapper on a loop of its own) there */
 
 struct env {
-	char dir[64];
-	char build[1024];
-	char conf[128];
-	char exports[128];
-	struct config cfg;
-	struct loop *l;
-	pthread_t thread;
+	struct cluster c;
+	struct loop_thread lt;
 };
 
 static struct env *E;
 
-static void *loop_thread(void *arg)
+static unsigned base_of(unsigned k, void *arg)
 {
-	loop_run(arg);
-	return NULL;
-}
-
-static void stop_fn(void *arg)
-{
-	loop_stop(arg);
-}
-
-static void cluster_down(struct env *e)
-{
-	char cmd[2048];
-	snprintf(cmd, sizeof(cmd), "'%s/blockctl' -c '%s' cluster down >/dev/null 2>&1", e->build,
-		 e->conf);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cluster down failed\n");
-	for (unsigned i = 0; i < e->cfg.nnodes; i++) {
-		char p[CONFIG_PATH_MAX + 16];
-		snprintf(p, sizeof(p), "%s/blockd.pid", e->cfg.nodes[i].data);
-		FILE *f = fopen(p, "r");
-		int pid = 0;
-		if (f) {
-			if (fscanf(f, "%d", &pid) == 1 && pid > 0)
-				kill(pid, SIGKILL);
-			fclose(f);
-		}
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "rm %s failed\n", e->dir);
-}
-
-static void add_gateway(struct env *e, const char *name, const char *host)
-{
-	struct config_gateway *g = &e->cfg.gateways[e->cfg.ngateways++];
-	memset(g, 0, sizeof(*g));
-	snprintf(g->name, sizeof(g->name), "%s", name);
-	snprintf(g->host, sizeof(g->host), "%s", host);
-	g->nfs_port = 2049;
-	g->mount_port = 20048;
-	g->portmap_port = 111;
-	g->replicas = 2;
-	snprintf(g->exports, sizeof(g->exports), "%s", e->exports);
-	snprintf(g->meta_volume, sizeof(g->meta_volume), "gwtest-meta");
+	(void)arg;
+	return cluster_base(23600, 4, 50, k);
 }
 
 static void write_file(const char *path, const char *text)
 {
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	assert_int_equal(fclose(f), 0);
+	assert_int_equal(cluster_write_file(path, text), 0);
 }
 
 static int group_setup(void **state)
@@ -119,37 +70,19 @@ static int group_setup(void **state)
 	struct env *e = calloc(1, sizeof(*e));
 	if (!e)
 		return -1;
-	const char *b = getenv("BUILD");
-	snprintf(e->build, sizeof(e->build), "%s", b && *b ? b : "build-san");
-	strcpy(e->dir, "/tmp/test_gateway.XXXXXX");
-	if (!mkdtemp(e->dir))
-		return -1;
-	snprintf(e->conf, sizeof(e->conf), "%s/cluster.conf", e->dir);
-	snprintf(e->exports, sizeof(e->exports), "%s/exports", e->dir);
-	unsigned base = 23600 + (unsigned)(getpid() % 4) * 50;
-	char cmd[4096];
-	snprintf(cmd, sizeof(cmd),
-		 "BLOCKD_BIN='%s/blockd' ASAN_OPTIONS=detect_leaks=0 '%s/blockctl' cluster up "
-		 "--nodes 3 --no-gateway --dir '%s' --base-port %u >/dev/null",
-		 e->build, e->build, e->dir, base);
-	int r = system(cmd);
-	char err[256] = "";
-	if (r == 0)
-		r = config_load(e->conf, &e->cfg, err, sizeof(err));
-	if (r == 0)
-		r = loop_new(&e->l);
-	if (r == 0)
-		r = pthread_create(&e->thread, NULL, loop_thread, e->l);
-	if (r != 0) {
-		fprintf(stderr, "setup failed (%d) %s\n", r, err);
-		cluster_down(e);
+	if (cluster_up(&e->c, "test_gateway", base_of, NULL) != 0) {
 		free(e);
 		return -1;
 	}
-	e->cfg.ngateways = 0;
-	add_gateway(e, "gwa", HOST_A);
-	add_gateway(e, "gwb", HOST_B);
-	add_gateway(e, "gwc", HOST_C);
+	if (loop_thread_start(&e->lt) != 0) {
+		loop_thread_stop(&e->lt);
+		cluster_down(&e->c);
+		free(e);
+		return -1;
+	}
+	cluster_add_gateway(&e->c, "gwa", HOST_A, "gwtest-meta");
+	cluster_add_gateway(&e->c, "gwb", HOST_B, "gwtest-meta");
+	cluster_add_gateway(&e->c, "gwc", HOST_C, "gwtest-meta");
 	E = e;
 	return 0;
 }
@@ -158,10 +91,10 @@ static int group_teardown(void **state)
 {
 	(void)state;
 	struct env *e = E;
-	loop_post(e->l, stop_fn, e->l);
-	pthread_join(e->thread, NULL);
-	loop_free(e->l);
-	cluster_down(e);
+	if (!e)
+		return 0;
+	loop_thread_stop(&e->lt);
+	cluster_down(&e->c);
 	free(e);
 	return 0;
 }
@@ -196,22 +129,6 @@ static void gw_on_fenced(void *arg)
 	atomic_store(&x->fenced, true);
 }
 
-static void start_fn(void *arg, struct loop_waiter *w)
-{
-	struct gw *x = arg;
-	x->w = w;
-	x->done = false;
-	const struct gateway_params p = {
-	    .l = E->l, .cluster = &E->cfg, .name = x->name, .on_fenced = gw_on_fenced, .arg = x};
-	x->in_call = true;
-	int r = gateway_start(&p, &x->g, gw_cb, x);
-	x->in_call = false;
-	if (x->done)
-		loop_done(w, x->res);
-	else if (r)
-		loop_done(w, r);
-}
-
 /* Gateways a failed test left running, stopped by the test teardown. */
 static struct gw *live[4];
 
@@ -233,32 +150,17 @@ static int gw_start(struct gw *x, const char *name)
 {
 	memset(x, 0, sizeof(*x));
 	x->name = name;
-	int r = loop_call_wait(E->l, start_fn, x);
-	if (r)
-		x->g = NULL;
-	else
+	const struct gateway_params p = {
+	    .l = E->lt.l, .cluster = &E->c.cfg, .name = name, .on_fenced = gw_on_fenced, .arg = x};
+	int r = gw_start_wait(E->lt.l, &p, &x->g);
+	if (r == 0)
 		track(x, true);
 	return r;
 }
 
-static void stop_fn2(void *arg, struct loop_waiter *w)
-{
-	struct gw *x = arg;
-	x->w = w;
-	x->done = false;
-	x->in_call = true;
-	int r = gateway_stop(x->g, gw_cb, x);
-	x->in_call = false;
-	if (x->done)
-		loop_done(w, x->res);
-	else if (r)
-		loop_done(w, r);
-}
-
 static int gw_stop(struct gw *x)
 {
-	int r = loop_call_wait(E->l, stop_fn2, x);
-	x->g = NULL;
+	int r = gw_stop_wait(E->lt.l, &x->g);
 	track(x, false);
 	return r;
 }
@@ -283,14 +185,14 @@ static int gw_add(struct gw *x, const char *line)
 	x->line = line;
 	x->path = NULL;
 	x->err[0] = 0;
-	return loop_call_wait(E->l, change_fn, x);
+	return loop_call_wait(E->lt.l, change_fn, x);
 }
 
 static int gw_rm(struct gw *x, const char *path)
 {
 	x->line = NULL;
 	x->path = path;
-	return loop_call_wait(E->l, change_fn, x);
+	return loop_call_wait(E->lt.l, change_fn, x);
 }
 
 static void status_fn(void *arg)
@@ -301,7 +203,7 @@ static void status_fn(void *arg)
 
 static json_t *gw_status(struct gw *x)
 {
-	assert_int_equal(loop_call(E->l, status_fn, x), 0);
+	assert_int_equal(loop_call(E->lt.l, status_fn, x), 0);
 	assert_non_null(x->status);
 	json_t *s = x->status;
 	x->status = NULL;
@@ -381,14 +283,14 @@ static void test_start_refused(void **state)
 {
 	(void)state;
 	struct gw x;
-	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	write_file(E->c.exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
 	/* No such section. */
 	assert_int_equal(gw_start(&x, "nope"), -ENOENT);
 	/* A bad exports file. */
-	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,bogus)\n");
+	write_file(E->c.exports, "/vm-shared 127.0.0.0/8(rw,bogus)\n");
 	assert_int_equal(gw_start(&x, "gwa"), -EINVAL);
 	/* The MOUNT port taken: refused before the meta volume is touched. */
-	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	write_file(E->c.exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(20048)};
 	inet_pton(AF_INET, HOST_A, &a.sin_addr);
@@ -402,8 +304,8 @@ static void test_serve(void **state)
 {
 	(void)state;
 	struct gw x;
-	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n"
-			       "/deep/er/dir 127.0.0.0/8(ro)\n/others 10.0.0.0/8(rw)\n");
+	write_file(E->c.exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n"
+				 "/deep/er/dir 127.0.0.0/8(ro)\n/others 10.0.0.0/8(rw)\n");
 	assert_int_equal(gw_start(&x, "gwa"), 0);
 
 	json_t *s = gw_status(&x);
@@ -459,7 +361,7 @@ static void test_serve(void **state)
 	assert_int_equal(gw_add(&x, "/added 127.0.0.1(rw)"), 0);
 	assert_int_equal(mnt(&c, HOST_A, "/added"), MNT3_OK);
 	char text[4096] = "";
-	FILE *f = fopen(E->exports, "r");
+	FILE *f = fopen(E->c.exports, "r");
 	assert_non_null(f);
 	size_t n = fread(text, 1, sizeof(text) - 1, f);
 	text[n] = 0;
@@ -486,7 +388,7 @@ static void test_restart_keeps_handles(void **state)
 {
 	(void)state;
 	struct gw x;
-	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	write_file(E->c.exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
 	assert_int_equal(gw_start(&x, "gwa"), 0);
 	struct cli c1, c2;
 	assert_int_equal(mnt(&c1, HOST_A, "/vm-shared"), MNT3_OK);
@@ -503,12 +405,12 @@ static void test_replicated_table(void **state)
 {
 	(void)state;
 	struct gw x;
-	write_file(E->exports, "/one 127.0.0.0/8(rw)\n/two 127.0.0.1(ro)\n");
+	write_file(E->c.exports, "/one 127.0.0.0/8(rw)\n/two 127.0.0.1(ro)\n");
 	assert_int_equal(gw_start(&x, "gwa"), 0);
 	assert_int_equal(gw_add(&x, "/three 127.0.0.0/8(rw)"), 0);
 	assert_int_equal(gw_stop(&x), 0);
 	/* Without an exports file the replicated table (with the API's change) is served. */
-	struct config_gateway *gb = &E->cfg.gateways[1];
+	struct config_gateway *gb = &E->c.cfg.gateways[1];
 	char saved[sizeof(gb->exports)];
 	memcpy(saved, gb->exports, sizeof(saved));
 	gb->exports[0] = 0;
@@ -529,7 +431,7 @@ static void test_fencing(void **state)
 {
 	(void)state;
 	struct gw a, b;
-	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	write_file(E->c.exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
 	assert_int_equal(gw_start(&a, "gwa"), 0);
 	struct cli c;
 	assert_int_equal(mnt(&c, HOST_A, "/vm-shared"), MNT3_OK);
@@ -607,24 +509,24 @@ static uint32_t getport(const char *host, uint32_t prog, uint32_t vers)
 }
 
 struct rpcbind {
-	struct loop *l;
+	struct loop_thread lt;
 	struct rpc_server *s;
 	struct portmap *pm;
-	pthread_t thread;
 };
 
 static void test_host_rpcbind(void **state)
 {
 	(void)state;
 	/* The gateway's registration client blocks, so the "host rpcbind" runs elsewhere. */
-	struct rpcbind rb;
-	assert_int_equal(loop_new(&rb.l), 0);
-	assert_int_equal(rpc_server_new(rb.l, &rb.s), 0);
+	struct rpcbind rb = {0};
+	assert_int_equal(loop_new(&rb.lt.l), 0);
+	assert_int_equal(rpc_server_new(rb.lt.l, &rb.s), 0);
 	assert_int_equal(portmap_new(rb.s, 111, &rb.pm), 0);
 	assert_int_equal(rpc_server_listen(rb.s, HOST_C, 111, NULL), 0);
-	assert_int_equal(pthread_create(&rb.thread, NULL, loop_thread, rb.l), 0);
+	rb.lt.running = pthread_create(&rb.lt.t, NULL, loop_thread_main, rb.lt.l) == 0;
+	assert_true(rb.lt.running);
 
-	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	write_file(E->c.exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
 	struct gw x;
 	assert_int_equal(gw_start(&x, "gwc"), 0);
 	json_t *s = gw_status(&x);
@@ -649,11 +551,11 @@ static void test_host_rpcbind(void **state)
 	assert_int_equal(getport(HOST_C, 100005, 3), 0);
 	assert_int_equal(getport(HOST_C, 100003, 3), 0);
 
-	loop_post(rb.l, stop_fn, rb.l);
-	pthread_join(rb.thread, NULL);
+	loop_post(rb.lt.l, loop_thread_stop_fn, rb.lt.l);
+	pthread_join(rb.lt.t, NULL);
 	rpc_server_free(rb.s);
 	portmap_free(rb.pm);
-	loop_free(rb.l);
+	loop_free(rb.lt.l);
 }
 
 /* Runs $BUILD/nfsgw with args (BLOCKD_CONF=conf when conf is set); returns its pid. Everything
@@ -663,8 +565,8 @@ extern char **environ;
 static pid_t spawn_nfsgw(const char *conf, const char *gw, const char *pidfile)
 {
 	char bin[1100], log[160], confenv[200];
-	snprintf(bin, sizeof(bin), "%s/nfsgw", E->build);
-	snprintf(log, sizeof(log), "%s/nfsgw-test.log", E->dir);
+	snprintf(bin, sizeof(bin), "%s/nfsgw", E->c.build);
+	snprintf(log, sizeof(log), "%s/nfsgw-test.log", E->c.dir);
 	snprintf(confenv, sizeof(confenv), "BLOCKD_CONF=%s", conf ? conf : "");
 	size_t n = 0;
 	while (environ[n])
@@ -724,10 +626,10 @@ static void test_process(void **state)
 {
 	(void)state;
 	char conf[160], pidfile[160];
-	snprintf(conf, sizeof(conf), "%s/with-gateways.conf", E->dir);
-	snprintf(pidfile, sizeof(pidfile), "%s/gwa.pid", E->dir);
-	assert_int_equal(config_save(conf, &E->cfg), 0);
-	write_file(E->exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	snprintf(conf, sizeof(conf), "%s/with-gateways.conf", E->c.dir);
+	snprintf(pidfile, sizeof(pidfile), "%s/gwa.pid", E->c.dir);
+	assert_int_equal(config_save(conf, &E->c.cfg), 0);
+	write_file(E->c.exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
 	/* Usage: 2; no such gateway: 1. */
 	assert_int_equal(wait_exit(spawn_nfsgw(NULL, "gwa", NULL)), 2);
 	assert_int_equal(wait_exit(spawn_nfsgw(conf, NULL, NULL)), 2);

@@ -31,72 +31,24 @@
 #include "nfsgw/gateway.h"
 #include "nfsgw/gateway_int.h"
 #include "replica/loop.h"
+#include "tests/unit/cluster_env.h"
 
 #define HOST "127.0.0.82"
 #define FSIZE (300u * 1024)
 
 struct env {
-	char dir[64];
-	char build[1024];
-	char conf[128];
-	char exports[128];
-	struct config cfg;
-	struct loop *l;
-	pthread_t thread;
+	struct cluster c;
+	struct loop_thread lt;
 	struct gateway *g;
 	struct nfs_context *nfs;
 };
 
 static struct env *E;
 
-static void *loop_thread(void *arg)
-{
-	loop_run(arg);
-	return NULL;
-}
-
-static void stop_fn(void *arg)
-{
-	loop_stop(arg);
-}
-
-static void cluster_down(struct env *e)
-{
-	char cmd[2048];
-	snprintf(cmd, sizeof(cmd), "'%s/blockctl' -c '%s' cluster down >/dev/null 2>&1", e->build,
-		 e->conf);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cluster down failed\n");
-	for (unsigned i = 0; i < e->cfg.nnodes; i++) {
-		char p[CONFIG_PATH_MAX + 16];
-		snprintf(p, sizeof(p), "%s/blockd.pid", e->cfg.nodes[i].data);
-		FILE *f = fopen(p, "r");
-		int pid = 0;
-		if (f) {
-			if (fscanf(f, "%d", &pid) == 1 && pid > 0)
-				kill(pid, SIGKILL);
-			fclose(f);
-		}
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "rm %s failed\n", e->dir);
-}
-
 /* ---- calls on the loop thread ---- */
 
 struct call {
-	enum {
-		C_START,
-		C_STOP,
-		C_CREATE,
-		C_CREATE2,
-		C_REVERT,
-		C_DELETE,
-		C_VSNAP,
-		C_VSNAP_RM,
-		C_VSNAP_READ
-	} op;
+	enum { C_CREATE, C_CREATE2, C_REVERT, C_DELETE, C_VSNAP, C_VSNAP_RM, C_VSNAP_READ } op;
 	const char *path, *name, *vol, *snap;
 	char err[256];
 	struct loop_waiter *w;
@@ -122,14 +74,6 @@ static void call_fn(void *arg, struct loop_waiter *w)
 	c->in_call = true;
 	int r = -EINVAL;
 	switch (c->op) {
-	case C_START: {
-		const struct gateway_params p = {.l = E->l, .cluster = &E->cfg, .name = "gws"};
-		r = gateway_start(&p, &E->g, call_cb, c);
-		break;
-	}
-	case C_STOP:
-		r = gateway_stop(g, call_cb, c);
-		break;
 	case C_CREATE:
 		r = gateway_snapshot_create(g, c->path, c->name, c->err, sizeof(c->err), call_cb,
 					    c);
@@ -172,7 +116,7 @@ static int run(struct call *c)
 {
 	c->err[0] = 0;
 	c->done = false;
-	return loop_call_wait(E->l, call_fn, c);
+	return loop_call_wait(E->lt.l, call_fn, c);
 }
 
 static int snap_create(const char *path, const char *name, char *err)
@@ -204,7 +148,7 @@ static void list_fn(void *arg)
 static json_t *snap_list(const char *path)
 {
 	struct list_call q = {.path = path};
-	assert_int_equal(loop_call(E->l, list_fn, &q), 0);
+	assert_int_equal(loop_call(E->lt.l, list_fn, &q), 0);
 	assert_non_null(q.list);
 	return q.list;
 }
@@ -233,7 +177,7 @@ static void vol_fn(void *arg)
 static void volume_of(const char *path, char *out)
 {
 	struct vol_call v = {.path = path};
-	assert_int_equal(loop_call(E->l, vol_fn, &v), 0);
+	assert_int_equal(loop_call(E->lt.l, vol_fn, &v), 0);
 	assert_int_equal(v.res, 0);
 	strcpy(out, v.vol);
 }
@@ -277,63 +221,37 @@ static bool exists(const char *path)
 
 /* ---- setup ---- */
 
+static unsigned base_of(unsigned k, void *arg)
+{
+	(void)arg;
+	return cluster_base(28000, 9, 100, k);
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
 	struct env *e = calloc(1, sizeof(*e));
 	if (!e)
 		return -1;
-	E = e;
-	const char *b = getenv("BUILD");
-	snprintf(e->build, sizeof(e->build), "%s", b && *b ? b : "build-san");
-	strcpy(e->dir, "/tmp/test_gateway_snap.XXXXXX");
-	if (!mkdtemp(e->dir))
-		return -1;
-	snprintf(e->conf, sizeof(e->conf), "%s/cluster.conf", e->dir);
-	snprintf(e->exports, sizeof(e->exports), "%s/exports", e->dir);
-	unsigned base = 28000 + (unsigned)(getpid() % 9) * 100;
-	char cmd[4096];
-	snprintf(cmd, sizeof(cmd),
-		 "BLOCKD_BIN='%s/blockd' ASAN_OPTIONS=detect_leaks=0 '%s/blockctl' cluster up "
-		 "--nodes 3 --no-gateway --dir '%s' --base-port %u >/dev/null",
-		 e->build, e->build, e->dir, base);
-	int r = system(cmd);
-	char err[256] = "";
-	if (r == 0)
-		r = config_load(e->conf, &e->cfg, err, sizeof(err));
-	FILE *f = r == 0 ? fopen(e->exports, "w") : NULL;
-	if (f) {
-		fputs("/vm 127.0.0.0/8(rw,no_root_squash)\n", f);
-		fclose(f);
-	} else if (r == 0) {
-		r = -1;
-	}
-	if (r == 0)
-		r = loop_new(&e->l);
-	if (r == 0)
-		r = pthread_create(&e->thread, NULL, loop_thread, e->l);
-	if (r != 0) {
-		fprintf(stderr, "setup failed (%d) %s\n", r, err);
-		cluster_down(e);
+	if (cluster_up(&e->c, "test_gateway_snap", base_of, NULL) != 0) {
 		free(e);
 		return -1;
 	}
-	struct config_gateway *g = &e->cfg.gateways[0];
-	e->cfg.ngateways = 1;
-	memset(g, 0, sizeof(*g));
-	snprintf(g->name, sizeof(g->name), "gws");
-	snprintf(g->host, sizeof(g->host), HOST);
-	g->nfs_port = 2049;
-	g->mount_port = 20048;
-	g->portmap_port = 111;
-	g->replicas = 2;
-	snprintf(g->exports, sizeof(g->exports), "%s", e->exports);
-	snprintf(g->meta_volume, sizeof(g->meta_volume), "gwsnap-meta");
-	struct call c = {.op = C_START};
-	r = run(&c);
+	E = e;
+	int r = cluster_write_file(e->c.exports, "/vm 127.0.0.0/8(rw,no_root_squash)\n");
+	if (r == 0)
+		r = loop_thread_start(&e->lt);
+	if (r != 0) {
+		fprintf(stderr, "setup failed (%d)\n", r);
+		return -1; /* group_teardown cleans up */
+	}
+	cluster_add_gateway(&e->c, "gws", HOST, "gwsnap-meta");
+	const struct gateway_params p = {.l = e->lt.l, .cluster = &e->c.cfg, .name = "gws"};
+	r = gw_start_wait(e->lt.l, &p, &e->g);
 	if (r == 0) {
 		e->nfs = nfs_init_context();
-		nfs_set_timeout(e->nfs, 60000);
+		if (e->nfs)
+			nfs_set_timeout(e->nfs, 60000);
 		r = e->nfs ? nfs_mount(e->nfs, HOST, "/vm") : -1;
 	}
 	if (r != 0) {
@@ -347,18 +265,16 @@ static int group_teardown(void **state)
 {
 	(void)state;
 	struct env *e = E;
+	if (!e)
+		return 0;
 	if (e->nfs)
 		nfs_destroy_context(e->nfs);
-	if (e->g) {
-		struct call c = {.op = C_STOP};
-		if (run(&c) != 0)
-			fprintf(stderr, "gateway stop failed\n");
-	}
-	loop_post(e->l, stop_fn, e->l);
-	pthread_join(e->thread, NULL);
-	loop_free(e->l);
-	cluster_down(e);
+	if (e->g && gw_stop_wait(e->lt.l, &e->g) != 0)
+		fprintf(stderr, "gateway stop failed\n");
+	loop_thread_stop(&e->lt);
+	cluster_down(&e->c);
 	free(e);
+	E = NULL;
 	return 0;
 }
 

@@ -29,45 +29,18 @@
 #include "nfsgw/api.h"
 #include "nfsgw/gateway.h"
 #include "replica/loop.h"
+#include "tests/unit/cluster_env.h"
 
 #define GW_HOST "127.0.0.73"
 #define T_MS 30000
 
 struct env {
-	char dir[64];
-	char build[1024];
-	char conf[128];
-	struct config cfg;
+	struct cluster c;
 	uint16_t api_port;
-	struct loop *l;
-	pthread_t loop_thread;
-	bool loop_running;
+	struct loop_thread lt;
 	struct gateway *g;
 	struct nfsgw_api *api;
 };
-
-static void cluster_down(struct env *e)
-{
-	char cmd[2048];
-	snprintf(cmd, sizeof(cmd), "'%s/blockctl' -c '%s' cluster down >/dev/null 2>&1", e->build,
-		 e->conf);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cluster down failed\n");
-	for (unsigned i = 0; i < e->cfg.nnodes; i++) {
-		char p[CONFIG_PATH_MAX + 16];
-		snprintf(p, sizeof(p), "%s/blockd.pid", e->cfg.nodes[i].data);
-		FILE *f = fopen(p, "r");
-		int pid = 0;
-		if (f) {
-			if (fscanf(f, "%d", &pid) == 1 && pid > 0)
-				kill(pid, SIGKILL);
-			fclose(f);
-		}
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "rm %s failed\n", e->dir);
-}
 
 static bool port_free(const char *host, unsigned port)
 {
@@ -100,38 +73,13 @@ static unsigned free_base(unsigned seed)
 	return base;
 }
 
-static void *loop_main(void *arg)
+/* The try-k base port, and the gateway's API port with it. */
+static unsigned base_of(unsigned k, void *arg)
 {
 	struct env *e = arg;
-	loop_run(e->l);
-	return NULL;
-}
-
-static void start_cb(void *arg, int res)
-{
-	loop_done(arg, res);
-}
-
-static void gw_start_on_loop(void *arg, struct loop_waiter *w)
-{
-	struct env *e = arg;
-	struct gateway_params p = {.l = e->l, .cluster = &e->cfg, .name = "gwt"};
-	int r = gateway_start(&p, &e->g, start_cb, w);
-	if (r < 0)
-		loop_done(w, r);
-}
-
-static void gw_stop_on_loop(void *arg, struct loop_waiter *w)
-{
-	struct env *e = arg;
-	int r = gateway_stop(e->g, start_cb, w);
-	if (r < 0)
-		loop_done(w, r);
-}
-
-static void stop_loop(void *arg)
-{
-	loop_stop(arg);
+	unsigned base = free_base((unsigned)getpid() + k);
+	e->api_port = (uint16_t)(base + 1);
+	return base;
 }
 
 static int setup(void **state)
@@ -139,62 +87,28 @@ static int setup(void **state)
 	struct env *e = calloc(1, sizeof(*e));
 	if (!e)
 		return -1;
-	const char *b = getenv("BUILD");
-	snprintf(e->build, sizeof(e->build), "%s", b && *b ? b : "build-san");
-	strcpy(e->dir, "/tmp/test_nfsgw_api.XXXXXX");
-	if (!mkdtemp(e->dir))
+	if (cluster_up(&e->c, "test_nfsgw_api", base_of, e) != 0) {
+		free(e);
 		return -1;
-	snprintf(e->conf, sizeof(e->conf), "%s/cluster.conf", e->dir);
-	unsigned base = free_base((unsigned)getpid());
-	e->api_port = (uint16_t)(base + 1);
-	char cmd[4096];
-	snprintf(cmd, sizeof(cmd),
-		 "BLOCKD_BIN='%s/blockd' ASAN_OPTIONS=detect_leaks=0 '%s/blockctl' cluster up "
-		 "--nodes 3 --dir '%s' --base-port %u --no-gateway >/dev/null",
-		 e->build, e->build, e->dir, base);
-	int r = system(cmd);
-	char err[256] = "";
+	}
+	int r = cluster_write_file(e->c.exports, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
+	struct config_gateway *g = cluster_add_gateway(&e->c, "gwt", GW_HOST, "nfsgw-meta");
+	g->replicas = 0;
+	g->http_port = e->api_port;
 	if (r == 0)
-		r = config_load(e->conf, &e->cfg, err, sizeof(err));
+		r = loop_thread_start(&e->lt);
 	if (r == 0) {
-		char ex[128];
-		snprintf(ex, sizeof(ex), "%s/exports", e->dir);
-		FILE *f = fopen(ex, "w");
-		r = f ? 0 : -errno;
-		if (f) {
-			fprintf(f, "/vm-shared 127.0.0.0/8(rw,no_root_squash)\n");
-			fclose(f);
-		}
-		struct config_gateway *g = &e->cfg.gateways[e->cfg.ngateways++];
-		memset(g, 0, sizeof(*g));
-		strcpy(g->name, "gwt");
-		strcpy(g->host, GW_HOST);
-		g->nfs_port = 2049;
-		g->mount_port = 20048;
-		g->portmap_port = 111;
-		g->http_port = e->api_port;
-		snprintf(g->exports, sizeof(g->exports), "%s", ex);
-		strcpy(g->meta_volume, "nfsgw-meta");
+		const struct gateway_params p = {.l = e->lt.l, .cluster = &e->c.cfg, .name = "gwt"};
+		r = gw_start_wait(e->lt.l, &p, &e->g);
 	}
 	if (r == 0)
-		r = loop_new(&e->l);
-	if (r == 0) {
-		r = -pthread_create(&e->loop_thread, NULL, loop_main, e);
-		e->loop_running = r == 0;
-	}
-	if (r == 0)
-		r = loop_call_wait(e->l, gw_start_on_loop, e);
-	if (r == 0)
-		r = nfsgw_api_start(e->g, e->l, GW_HOST, e->api_port, &e->api);
+		r = nfsgw_api_start(e->g, e->lt.l, GW_HOST, e->api_port, &e->api);
 	if (r != 0) {
-		fprintf(stderr, "setup failed (%d) %s\n", r, err);
-		if (e->loop_running) {
-			loop_call(e->l, stop_loop, e->l);
-			pthread_join(e->loop_thread, NULL);
-		}
-		if (e->l)
-			loop_free(e->l);
-		cluster_down(e);
+		fprintf(stderr, "setup failed (%d)\n", r);
+		if (e->g)
+			gw_stop_wait(e->lt.l, &e->g);
+		loop_thread_stop(&e->lt);
+		cluster_down(&e->c);
 		free(e);
 		return -1;
 	}
@@ -205,14 +119,14 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct env *e = *state;
+	if (!e)
+		return 0;
 	nfsgw_api_stop(e->api);
-	int r = loop_call_wait(e->l, gw_stop_on_loop, e);
+	int r = gw_stop_wait(e->lt.l, &e->g);
 	if (r != 0)
 		fprintf(stderr, "gateway_stop: %d\n", r);
-	loop_call(e->l, stop_loop, e->l);
-	pthread_join(e->loop_thread, NULL);
-	loop_free(e->l);
-	cluster_down(e);
+	loop_thread_stop(&e->lt);
+	cluster_down(&e->c);
 	free(e);
 	return 0;
 }
