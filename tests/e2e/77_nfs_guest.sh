@@ -1,0 +1,136 @@
+#!/bin/bash
+# A QEMU guest (tools/guest: Debian cloud kernel + busybox, TCG) whose disk is an nfs:// URL on
+# the gateway writes checksummed 4 KiB records continuously (O_DIRECT, fsync per batch) while
+#  A. the gateway is killed with -9 and restarted, and
+#  B. one replica node's blockd (node3) is killed with -9;
+# the guest must see no I/O error (no IOERROR from its writer, no kernel I/O error) and keep
+# writing through both, and after node3 is back a second boot of the guest in verify mode must
+# read back every record it wrote, each with the right sequence number and checksum.
+NFS_HOST=127.0.0.91
+source "$(dirname "$0")/nfslib.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not installed (tools/deps.sh)"
+# The guest is part of the test: no guest (e.g. no network for apt-get download) is a failure.
+GUEST=$("$HERE/../../tools/guest/mkguest.sh") ||
+	die "tools/guest/mkguest.sh could not build the test guest (see its message above)"
+DISK=$NFS_URL_PM/guest.raw
+CTL=$WORK/ctl.raw
+WLOG=$WORK/guest-write.log
+QEMU_PID=
+
+# guest MODE LOG: boots the guest on the nfs:// disk (and the control disk) in the background.
+# QEMU's nfs:// driver asks the portmapper on port 111 of $NFS_HOST (NFS_URL_PM).
+guest() {
+	log "boot the guest, blockd.mode=$1"
+	: >"$2"
+	qemu-system-x86_64 -accel tcg -m 256 -display none -monitor none -no-reboot \
+		-serial "file:$2" -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initramfs.cpio.gz" \
+		-append "console=ttyS0 quiet panic=-1 blockd.mode=$1 blockd.dirty=8" \
+		-drive "file=$DISK,format=raw,if=virtio,cache=none" \
+		-drive "file=$CTL,format=raw,if=virtio,cache=none" </dev/null >"$2.qemu" 2>&1 &
+	QEMU_PID=$!
+}
+
+guest_cleanup() {
+	local rc=$?
+	# Under set -e the "(exit $rc)" below (and nfs_cleanup's own) would end this trap early and
+	# leave the cluster running.
+	set +e
+	[ -z "$QEMU_PID" ] || kill -9 "$QEMU_PID" 2>/dev/null || true
+	if [ $rc -ne 0 ]; then
+		for f in "$WORK"/guest-*.log "$WORK"/guest-*.log.qemu; do
+			[ -f "$f" ] || continue
+			echo "--- tail of $f"
+			tail -n 20 "$f" | tr -d '\r'
+		done
+	fi
+	(exit $rc)
+	nfs_cleanup
+}
+trap guest_cleanup EXIT
+
+# The guest's own I/O error reports, and the kernel's (printed even with quiet: KERN_ERR).
+io_errors() { grep -saE 'IOERROR|I/O error|blk_update_request|Buffer I/O' "$1" || true; }
+
+# The last "seq N ok" of the write run (0 before the first).
+last_seq() { [ -f "$WLOG" ] || { echo 0; return; }; tr -d '\r' <"$WLOG" | awk '/^seq [0-9]+ ok$/ {s = $2} END {print s + 0}'; }
+
+# wait_seq N WHAT: until the guest reports N records durable, within 90 s.
+wait_seq() {
+	local start=$SECONDS s
+	while :; do
+		s=$(last_seq)
+		[ "$s" -lt "$1" ] || return 0
+		[ -z "$(io_errors "$WLOG")" ] || die "the guest saw an I/O error $2: $(io_errors "$WLOG")"
+		kill -0 "$QEMU_PID" 2>/dev/null || die "QEMU exited $2: $(tail -n 3 "$WLOG.qemu")"
+		[ $((SECONDS - start)) -lt 90 ] || die "the guest is stuck at record $s $2 (wanted $1)"
+		sleep 0.2
+	done
+}
+
+nfs_up --replicas 3
+qemu-img create -q -f raw "$DISK" 256M || die "qemu-img create $DISK"
+truncate -s 1M "$CTL"
+
+t0=$SECONDS
+guest write "$WLOG"
+wait_seq 96 "before the first kill"
+log "guest writing after $((SECONDS - t0)) s: $(last_seq) records"
+
+log "A: kill -9 the gateway under the guest's writes"
+s=$(last_seq)
+gw_kill9
+# The outage must overlap the guest's I/O: with no gateway it cannot complete a batch (one that
+# was answered just before the kill may still be reported).
+sleep 2
+d=$(last_seq)
+[ "$d" -le $((s + 16)) ] || die "the guest went on from record $s to $d with no gateway"
+[ -z "$(io_errors "$WLOG")" ] || die "the guest saw an I/O error with the gateway down: $(io_errors "$WLOG")"
+log "the guest waits at record $d for the gateway"
+gw_start
+gw_wait
+s=$(last_seq)
+log "gateway back; the guest is at record $s"
+wait_seq $((s + 96)) "after the gateway restart"
+log "A: the guest writes on: $(last_seq) records"
+
+log "B: kill -9 node3 (pid $(node_pid node3)) under the guest's writes"
+s=$(last_seq)
+kill -9 "$(node_pid node3)"
+wait_seq $((s + 96)) "with node3 down"
+gw_alive || die "nfsgw died with node3 down"
+log "B: the guest writes on: $(last_seq) records"
+
+log "stop the writer through the control disk"
+printf STOP | dd of="$CTL" conv=notrunc,fsync status=none
+for _ in $(seq 600); do
+	kill -0 "$QEMU_PID" 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 "$QEMU_PID" 2>/dev/null && die "the guest did not stop 60 s after STOP"
+wait "$QEMU_PID" || die "QEMU exited with status $?: $(tail -n 3 "$WLOG.qemu")"
+QEMU_PID=
+[ -z "$(io_errors "$WLOG")" ] || die "the guest saw an I/O error: $(io_errors "$WLOG")"
+written=$(grep -ao '^WRITE DONE [0-9]*' "$WLOG" | awk '{print $3}')
+[ -n "$written" ] || die "the writer did not finish: $(tail -n 3 "$WLOG" | tr -d '\r')"
+log "the guest wrote $written records in $((SECONDS - t0)) s with no I/O error"
+
+log "restart node3"
+"$BLOCKCTL" cluster up --dir "$CLUSTER" >/dev/null
+
+VLOG=$WORK/guest-verify.log
+guest verify "$VLOG"
+for _ in $(seq 1200); do
+	kill -0 "$QEMU_PID" 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 "$QEMU_PID" 2>/dev/null && die "the verify boot did not finish in 120 s"
+wait "$QEMU_PID" || die "QEMU (verify) exited with status $?"
+QEMU_PID=
+grep -aq "^VERIFY OK $written\b" "$VLOG" ||
+	die "the guest's records do not verify: $(grep -a 'VERIFY' "$VLOG" | tr -d '\r') (wrote $written)"
+[ -z "$(io_errors "$VLOG")" ] || die "I/O error while verifying: $(io_errors "$VLOG")"
+log "VERIFY OK $written"
+gw_alive || die "nfsgw died"
+gw_check_log
+log "ok ($((SECONDS - t0)) s with the guest)"
