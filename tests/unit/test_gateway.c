@@ -30,10 +30,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <nfsc/libnfs.h>
-#include <nfsc/libnfs-raw.h>
-#include <nfsc/libnfs-raw-mount.h>
-
 #include "blockd/config.h"
 #include "nfsgw/gateway.h"
 #include "nfsgw/nfs3.h"
@@ -41,6 +37,7 @@
 #include "nfsgw/rpc.h"
 #include "replica/loop.h"
 #include "tests/unit/cluster_env.h"
+#include "tests/unit/mount_client.h"
 
 #define HOST_A "127.0.0.47"
 #define HOST_B "127.0.0.48"
@@ -210,71 +207,13 @@ static json_t *gw_status(struct gw *x)
 	return s;
 }
 
-/* ---- a raw MOUNT client ---- */
-
-struct cli {
-	struct rpc_context *rpc;
-	bool done;
-	int status, mnt;
-	uint8_t fh[64];
-	uint32_t fh_len;
-};
-
-static void cli_wait(struct cli *c)
-{
-	uint64_t deadline = loop_now_ms() + 10000;
-	while (!c->done) {
-		assert_true(loop_now_ms() < deadline);
-		struct pollfd p = {.fd = rpc_get_fd(c->rpc),
-				   .events = (short)rpc_which_events(c->rpc)};
-		int n = poll(&p, 1, 100);
-		assert_true(n >= 0);
-		assert_int_equal(rpc_service(c->rpc, n > 0 ? p.revents : 0), 0);
-	}
-	c->done = false;
-}
-
-static void cli_cb(struct rpc_context *rpc, int status, void *data, void *priv)
-{
-	(void)rpc;
-	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
-	if (status != RPC_STATUS_SUCCESS || !data)
-		return;
-	mountres3 *res = data;
-	c->mnt = res->fhs_status;
-	c->fh_len = 0;
-	if (res->fhs_status == MNT3_OK && res->mountres3_u.mountinfo.fhandle.fhandle3_len <= 64) {
-		c->fh_len = res->mountres3_u.mountinfo.fhandle.fhandle3_len;
-		memcpy(c->fh, res->mountres3_u.mountinfo.fhandle.fhandle3_val, c->fh_len);
-	}
-}
-
-static void connect_cb(struct rpc_context *rpc, int status, void *data, void *priv)
-{
-	(void)rpc;
-	(void)data;
-	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
-}
-
 /* MNT3 of path at host:20048; returns the mount status, the handle in c. */
 static int mnt(struct cli *c, const char *host, const char *path)
 {
-	memset(c, 0, sizeof(*c));
-	c->rpc = rpc_init_context();
-	assert_non_null(c->rpc);
-	assert_int_equal(rpc_connect_async(c->rpc, host, 20048, connect_cb, c), 0);
-	cli_wait(c);
-	assert_int_equal(c->status, RPC_STATUS_SUCCESS);
-	assert_int_equal(rpc_mount3_mnt_async(c->rpc, cli_cb, (char *)path, c), 0);
-	cli_wait(c);
-	assert_int_equal(c->status, RPC_STATUS_SUCCESS);
-	rpc_destroy_context(c->rpc);
-	c->rpc = NULL;
-	return c->mnt;
+	cli_open(c, host, 20048);
+	int r = cli_mnt3(c, path);
+	cli_close(c);
+	return r;
 }
 
 /* ---- tests ---- */
@@ -453,59 +392,27 @@ static void test_fencing(void **state)
 	assert_int_equal(gw_stop(&b), 0);
 }
 
-struct getport {
-	bool done;
-	int status;
-	uint32_t port;
-};
-
 static void getport_cb(struct rpc_context *rpc, int status, void *data, void *priv)
 {
 	(void)rpc;
-	struct getport *g = priv;
-	g->done = true;
-	g->status = status;
+	struct cli *c = priv;
+	c->done = true;
+	c->status = status;
 	if (status == RPC_STATUS_SUCCESS && data)
-		g->port = *(uint32_t *)data;
-}
-
-static void pmap_connect_cb(struct rpc_context *rpc, int status, void *data, void *priv)
-{
-	(void)rpc;
-	(void)data;
-	struct getport *g = priv;
-	g->done = true;
-	g->status = status;
-}
-
-static void rpc_wait(struct rpc_context *rpc, bool *done)
-{
-	uint64_t deadline = loop_now_ms() + 10000;
-	while (!*done) {
-		assert_true(loop_now_ms() < deadline);
-		struct pollfd p = {.fd = rpc_get_fd(rpc), .events = (short)rpc_which_events(rpc)};
-		int n = poll(&p, 1, 100);
-		assert_true(n >= 0);
-		assert_int_equal(rpc_service(rpc, n > 0 ? p.revents : 0), 0);
-	}
+		c->port = *(uint32_t *)data;
 }
 
 /* PMAP2 GETPORT at host:111 (0: not registered). */
 static uint32_t getport(const char *host, uint32_t prog, uint32_t vers)
 {
-	struct rpc_context *rpc = rpc_init_context();
-	assert_non_null(rpc);
-	struct getport g = {0};
-	assert_int_equal(rpc_connect_async(rpc, host, 111, pmap_connect_cb, &g), 0);
-	rpc_wait(rpc, &g.done);
-	assert_int_equal(g.status, RPC_STATUS_SUCCESS);
-	g.done = false;
+	struct cli c;
+	cli_open(&c, host, 111);
 	assert_int_equal(
-	    rpc_pmap2_getport_async(rpc, (int)prog, (int)vers, PMAP_PROT_TCP, getport_cb, &g), 0);
-	rpc_wait(rpc, &g.done);
-	assert_int_equal(g.status, RPC_STATUS_SUCCESS);
-	rpc_destroy_context(rpc);
-	return g.port;
+	    rpc_pmap2_getport_async(c.rpc, (int)prog, (int)vers, PMAP_PROT_TCP, getport_cb, &c), 0);
+	cli_wait(&c);
+	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
+	cli_close(&c);
+	return c.port;
 }
 
 struct rpcbind {

@@ -25,13 +25,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <nfsc/libnfs.h>
-#include <nfsc/libnfs-raw.h>
-#include <nfsc/libnfs-raw-mount.h>
-
 #include "nfsgw/mount.h"
 #include "nfsgw/rpc.h"
 #include "replica/loop.h"
+
+#define CLI_WAIT_MS 5000
+#include "tests/unit/mount_client.h"
 
 #define HOST "127.0.0.45"
 
@@ -126,87 +125,6 @@ static int teardown(void **state)
 
 /* ---- libnfs raw client ---- */
 
-struct cli {
-	struct rpc_context *rpc;
-	bool done;
-	int status;
-	/* results */
-	int mnt_status;
-	uint8_t fh[64];
-	uint32_t fh_len;
-	int flavors[4];
-	uint32_t nflavors;
-	char list[4096]; /* DUMP/EXPORT flattened: "host:path;" or "path=g1,g2;" */
-};
-
-static void wait_done(struct cli *c)
-{
-	uint64_t deadline = loop_now_ms() + 5000;
-	while (!c->done) {
-		assert_true(loop_now_ms() < deadline);
-		struct pollfd p = {.fd = rpc_get_fd(c->rpc),
-				   .events = (short)rpc_which_events(c->rpc)};
-		int n = poll(&p, 1, 100);
-		assert_true(n >= 0);
-		assert_int_equal(rpc_service(c->rpc, n > 0 ? p.revents : 0), 0);
-	}
-	c->done = false;
-}
-
-static void connect_cb(struct rpc_context *rpc, int status, void *data, void *priv)
-{
-	(void)rpc;
-	(void)data;
-	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
-}
-
-static void cli_open(struct cli *c, uint16_t port)
-{
-	memset(c, 0, sizeof(*c));
-	c->rpc = rpc_init_context();
-	assert_non_null(c->rpc);
-	assert_int_equal(rpc_connect_async(c->rpc, HOST, port, connect_cb, c), 0);
-	wait_done(c);
-	assert_int_equal(c->status, RPC_STATUS_SUCCESS);
-}
-
-static void cli_close(struct cli *c)
-{
-	rpc_destroy_context(c->rpc);
-}
-
-static void mnt3_cb(struct rpc_context *rpc, int status, void *data, void *priv)
-{
-	(void)rpc;
-	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
-	if (status != RPC_STATUS_SUCCESS)
-		return;
-	mountres3 *res = data;
-	c->mnt_status = res->fhs_status;
-	c->fh_len = 0;
-	c->nflavors = 0;
-	if (res->fhs_status != MNT3_OK)
-		return;
-	mountres3_ok *ok = &res->mountres3_u.mountinfo;
-	assert_true(ok->fhandle.fhandle3_len <= sizeof(c->fh));
-	c->fh_len = ok->fhandle.fhandle3_len;
-	memcpy(c->fh, ok->fhandle.fhandle3_val, c->fh_len);
-	for (u_int i = 0; i < ok->auth_flavors.auth_flavors_len && i < 4; i++)
-		c->flavors[c->nflavors++] = ok->auth_flavors.auth_flavors_val[i];
-}
-
-static int mnt3(struct cli *c, const char *path)
-{
-	assert_int_equal(rpc_mount3_mnt_async(c->rpc, mnt3_cb, (char *)path, c), 0);
-	wait_done(c);
-	assert_int_equal(c->status, RPC_STATUS_SUCCESS);
-	return c->mnt_status;
-}
-
 static void mnt1_cb(struct rpc_context *rpc, int status, void *data, void *priv)
 {
 	(void)rpc;
@@ -245,7 +163,7 @@ static void dump_cb(struct rpc_context *rpc, int status, void *data, void *priv)
 static const char *dump3(struct cli *c)
 {
 	assert_int_equal(rpc_mount3_dump_async(c->rpc, dump_cb, c), 0);
-	wait_done(c);
+	cli_wait(c);
 	assert_int_equal(c->status, RPC_STATUS_SUCCESS);
 	return c->list;
 }
@@ -406,30 +324,30 @@ static void test_mnt_v3(void **state)
 {
 	struct fixture *f = *state;
 	struct cli c;
-	cli_open(&c, f->port);
-	assert_int_equal(mnt3(&c, "/vm"), MNT3_OK);
+	cli_open(&c, HOST, f->port);
+	assert_int_equal(cli_mnt3(&c, "/vm"), MNT3_OK);
 	assert_int_equal(c.fh_len, 32);
 	assert_memory_equal(c.fh, "/vm\0\0\0", 6);
 	assert_int_equal(c.nflavors, 2);
 	assert_int_equal(c.flavors[0], 1);
 	assert_int_equal(c.flavors[1], 0);
-	assert_int_equal(mnt3(&c, "/vm/a/b"), MNT3_OK);
+	assert_int_equal(cli_mnt3(&c, "/vm/a/b"), MNT3_OK);
 	assert_memory_equal(c.fh, "/vm/a/b\0", 8);
 	/* Normalised before lookup; ".." cannot climb out of the export. */
-	assert_int_equal(mnt3(&c, "//vm/./a/../a/"), MNT3_OK);
+	assert_int_equal(cli_mnt3(&c, "//vm/./a/../a/"), MNT3_OK);
 	assert_memory_equal(c.fh, "/vm/a\0", 6);
-	assert_int_equal(mnt3(&c, "/vm/../only10"), MNT3ERR_ACCES);
-	assert_int_equal(mnt3(&c, "/vm/missing"), MNT3ERR_NOENT);
-	assert_int_equal(mnt3(&c, "/vm/file"), MNT3ERR_NOTDIR);
-	assert_int_equal(mnt3(&c, "/vm/big"), MNT3_OK);
+	assert_int_equal(cli_mnt3(&c, "/vm/../only10"), MNT3ERR_ACCES);
+	assert_int_equal(cli_mnt3(&c, "/vm/missing"), MNT3ERR_NOENT);
+	assert_int_equal(cli_mnt3(&c, "/vm/file"), MNT3ERR_NOTDIR);
+	assert_int_equal(cli_mnt3(&c, "/vm/big"), MNT3_OK);
 	assert_int_equal(c.fh_len, 40);
 	/* Not exported, or exported to others only: refused before any lookup. */
 	unsigned before = f->resolves;
-	assert_int_equal(mnt3(&c, "/"), MNT3ERR_ACCES);
-	assert_int_equal(mnt3(&c, "/other"), MNT3ERR_ACCES);
-	assert_int_equal(mnt3(&c, "/vmx"), MNT3ERR_ACCES);
-	assert_int_equal(mnt3(&c, "/only10"), MNT3ERR_ACCES);
-	assert_int_equal(mnt3(&c, "relative"), MNT3ERR_ACCES);
+	assert_int_equal(cli_mnt3(&c, "/"), MNT3ERR_ACCES);
+	assert_int_equal(cli_mnt3(&c, "/other"), MNT3ERR_ACCES);
+	assert_int_equal(cli_mnt3(&c, "/vmx"), MNT3ERR_ACCES);
+	assert_int_equal(cli_mnt3(&c, "/only10"), MNT3ERR_ACCES);
+	assert_int_equal(cli_mnt3(&c, "relative"), MNT3ERR_ACCES);
 	assert_int_equal(f->resolves, before);
 	cli_close(&c);
 }
@@ -438,18 +356,18 @@ static void test_mnt_v1(void **state)
 {
 	struct fixture *f = *state;
 	struct cli c;
-	cli_open(&c, f->port);
+	cli_open(&c, HOST, f->port);
 	assert_int_equal(rpc_mount1_mnt_async(c.rpc, mnt1_cb, "/vm/a", &c), 0);
-	wait_done(&c);
+	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 	assert_int_equal(c.mnt_status, MNT1_OK);
 	assert_memory_equal(c.fh, "/vm/a\0\0", 7);
 	assert_int_equal(rpc_mount1_mnt_async(c.rpc, mnt1_cb, "/only10", &c), 0);
-	wait_done(&c);
+	cli_wait(&c);
 	assert_int_equal(c.mnt_status, MNT1ERR_ACCES);
 	/* A handle longer than v1's 32-byte fhandle cannot be returned. */
 	assert_int_equal(rpc_mount1_mnt_async(c.rpc, mnt1_cb, "/vm/big", &c), 0);
-	wait_done(&c);
+	cli_wait(&c);
 	assert_int_equal(c.mnt_status, MNT1ERR_IO);
 	cli_close(&c);
 }
@@ -477,35 +395,35 @@ static void test_export_dump_umnt(void **state)
 {
 	struct fixture *f = *state;
 	struct cli c;
-	cli_open(&c, f->port);
+	cli_open(&c, HOST, f->port);
 	assert_int_equal(rpc_mount3_export_async(c.rpc, export_cb, &c), 0);
-	wait_done(&c);
+	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 	assert_string_equal(c.list, "/vm=127.0.0.0/8,10.0.0.0/8;/only10=10.0.0.0/8;"
 				    "/peer=127.0.0.46;/many=*;");
 	/* EXPORT v1 answers the same list. */
 	assert_int_equal(rpc_mount1_export_async(c.rpc, export_cb, &c), 0);
-	wait_done(&c);
+	cli_wait(&c);
 	assert_string_equal(c.list, "/vm=127.0.0.0/8,10.0.0.0/8;/only10=10.0.0.0/8;"
 				    "/peer=127.0.0.46;/many=*;");
 
 	assert_string_equal(dump3(&c), "");
-	assert_int_equal(mnt3(&c, "/vm"), MNT3_OK);
-	assert_int_equal(mnt3(&c, "/vm/a/"), MNT3_OK);
-	assert_int_equal(mnt3(&c, "/vm"), MNT3_OK);		  /* listed once */
-	assert_int_equal(mnt3(&c, "/vm/missing"), MNT3ERR_NOENT); /* failures are not listed */
+	assert_int_equal(cli_mnt3(&c, "/vm"), MNT3_OK);
+	assert_int_equal(cli_mnt3(&c, "/vm/a/"), MNT3_OK);
+	assert_int_equal(cli_mnt3(&c, "/vm"), MNT3_OK);		      /* listed once */
+	assert_int_equal(cli_mnt3(&c, "/vm/missing"), MNT3ERR_NOENT); /* failures are not listed */
 	assert_string_equal(dump3(&c), "127.0.0.1:/vm;127.0.0.1:/vm/a;");
 	struct each_arg ea = {.f = f};
 	assert_int_equal(loop_call(f->l, each_on_loop, &ea), 0);
 	assert_string_equal(ea.text, "127.0.0.1:/vm;127.0.0.1:/vm/a;");
 
 	assert_int_equal(rpc_mount3_umnt_async(c.rpc, void_cb, "/vm/./", &c), 0);
-	wait_done(&c);
+	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 	assert_string_equal(dump3(&c), "127.0.0.1:/vm/a;");
 	/* Unmounting what is not mounted is fine. */
 	assert_int_equal(rpc_mount3_umnt_async(c.rpc, void_cb, "/nope", &c), 0);
-	wait_done(&c);
+	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 
 	/* Another client's entries survive this client's UMNTALL. */
@@ -513,7 +431,7 @@ static void test_export_dump_umnt(void **state)
 	assert_int_equal(raw_mnt(fd, 3, "/peer"), MNT3_OK);
 	assert_string_equal(dump3(&c), "127.0.0.1:/vm/a;127.0.0.46:/peer;");
 	assert_int_equal(rpc_mount3_umntall_async(c.rpc, void_cb, &c), 0);
-	wait_done(&c);
+	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 	assert_string_equal(dump3(&c), "127.0.0.46:/peer;");
 	close(fd);
@@ -586,9 +504,9 @@ static void test_list_bounded(void **state)
 	ea->f = f;
 	/* Counting through DUMP: the oldest six went. */
 	struct cli c;
-	cli_open(&c, f->port);
+	cli_open(&c, HOST, f->port);
 	assert_int_equal(rpc_mount3_dump_async(c.rpc, void_cb, &c), 0);
-	wait_done(&c);
+	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 	cli_close(&c);
 	assert_int_equal(loop_call(f->l, each_on_loop, ea), 0);
