@@ -23,6 +23,7 @@
 #include <nfsc/libnfs-raw-portmap.h>
 
 #include "nfsgw/portmap.h"
+#include "tests/unit/rpc_client.h"
 
 #define HOST "127.0.0.32"
 
@@ -30,48 +31,29 @@ int pmap_client_call_port(const char *host, uint16_t port, uint32_t proc, uint32
 			  uint32_t vers, uint32_t prot, uint16_t pport);
 
 struct env {
-	struct loop *l;
-	struct rpc_server *s;
+	struct rpc_srv srv;
 	struct portmap *pm;
-	pthread_t th;
-	uint16_t port;
 };
-
-static void *loop_thread(void *arg)
-{
-	struct env *e = arg;
-	loop_run(e->l);
-	return NULL;
-}
 
 static int setup(void **state)
 {
 	struct env *e = calloc(1, sizeof(*e));
-	assert_int_equal(loop_new(&e->l), 0);
-	assert_int_equal(rpc_server_new(e->l, &e->s), 0);
-	assert_int_equal(rpc_server_listen(e->s, HOST, 0, &e->port), 0);
-	assert_int_equal(portmap_new(e->s, e->port, &e->pm), 0);
+	assert_non_null(e);
+	rpc_srv_new(&e->srv, HOST);
+	assert_int_equal(portmap_new(e->srv.s, e->srv.port, &e->pm), 0);
 	assert_int_equal(portmap_set(e->pm, 100005, 3, PMAP_PROT_TCP, 20048), 0);
 	assert_int_equal(portmap_set(e->pm, 100003, 3, PMAP_PROT_TCP, 2049), 0);
-	assert_int_equal(pthread_create(&e->th, NULL, loop_thread, e), 0);
+	rpc_srv_run(&e->srv);
 	*state = e;
 	return 0;
-}
-
-static void stop_fn(void *arg)
-{
-	struct env *e = arg;
-	rpc_server_free(e->s);
-	loop_stop(e->l);
 }
 
 static int teardown(void **state)
 {
 	struct env *e = *state;
-	loop_post(e->l, stop_fn, e);
-	pthread_join(e->th, NULL);
+	rpc_srv_stop(&e->srv);
 	portmap_free(e->pm);
-	loop_free(e->l);
+	loop_free(e->srv.l);
 	free(e);
 	return 0;
 }
@@ -173,7 +155,7 @@ static struct rpc_context *client(struct env *e)
 	struct rpc_context *rpc = rpc_init_context();
 	assert_non_null(rpc);
 	struct res r = {0};
-	assert_int_equal(rpc_connect_async(rpc, HOST, e->port, cb_connect, &r), 0);
+	assert_int_equal(rpc_connect_async(rpc, HOST, e->srv.port, cb_connect, &r), 0);
 	drive(rpc, &r);
 	assert_int_equal(r.status, RPC_STATUS_SUCCESS);
 	return rpc;
@@ -194,7 +176,7 @@ static void test_getport(void **state)
 	struct rpc_context *rpc = client(e);
 	assert_int_equal(getport(rpc, 100005, 3), 20048);
 	assert_int_equal(getport(rpc, 100003, 3), 2049);
-	assert_int_equal(getport(rpc, 100000, 2), e->port);
+	assert_int_equal(getport(rpc, 100000, 2), e->srv.port);
 	assert_int_equal(getport(rpc, 100003, 4), 0); /* not registered at that version */
 	assert_int_equal(getport(rpc, 123456, 1), 0);
 	rpc_destroy_context(rpc);
@@ -215,7 +197,7 @@ static void test_dump(void **state)
 
 	rpc = rpc_init_context();
 	struct res c = {0};
-	assert_int_equal(rpc_connect_async(rpc, HOST, e->port, cb_connect, &c), 0);
+	assert_int_equal(rpc_connect_async(rpc, HOST, e->srv.port, cb_connect, &c), 0);
 	drive(rpc, &c);
 	struct res r3 = {0};
 	assert_int_equal(rpc_pmap3_dump_async(rpc, cb_dump3, &r3), 0);
@@ -279,13 +261,13 @@ static void test_set_unset_loopback(void **state)
 static void test_pmap_client(void **state)
 {
 	struct env *e = *state;
-	assert_int_equal(pmap_client_call_port(HOST, e->port, 1, 300001, 2, 6, 7777), 0);
-	assert_int_equal(pmap_client_call_port(HOST, e->port, 1, 300001, 2, 6, 7777), -EEXIST);
+	assert_int_equal(pmap_client_call_port(HOST, e->srv.port, 1, 300001, 2, 6, 7777), 0);
+	assert_int_equal(pmap_client_call_port(HOST, e->srv.port, 1, 300001, 2, 6, 7777), -EEXIST);
 	struct rpc_context *rpc = client(e);
 	assert_int_equal(getport(rpc, 300001, 2), 7777);
-	assert_int_equal(pmap_client_call_port(HOST, e->port, 2, 300001, 2, 0, 0), 0);
+	assert_int_equal(pmap_client_call_port(HOST, e->srv.port, 2, 300001, 2, 0, 0), 0);
 	assert_int_equal(getport(rpc, 300001, 2), 0);
-	assert_int_equal(pmap_client_call_port(HOST, e->port, 2, 300001, 2, 0, 0), -EEXIST);
+	assert_int_equal(pmap_client_call_port(HOST, e->srv.port, 2, 300001, 2, 0, 0), -EEXIST);
 	rpc_destroy_context(rpc);
 	/* Nobody listening: a transport error, not a FALSE. */
 	int r = pmap_client_call_port("127.0.0.33", 1, 1, 300001, 2, 6, 7777);
@@ -295,32 +277,25 @@ static void test_pmap_client(void **state)
 /* A PMAP2 SET sent from src (any local address) by hand; the reply's boolean, or -1. */
 static int raw_set(struct env *e, const struct sockaddr_in *src)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(fd >= 0);
-	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(e->port)};
-	inet_pton(AF_INET, HOST, &dst.sin_addr);
-	if (bind(fd, (const struct sockaddr *)src, sizeof(*src)) < 0 ||
-	    connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
-		close(fd);
+	int fd = rpc_cl_connect(src, HOST, e->srv.port);
+	if (fd < 0)
 		return -1;
-	}
-	uint32_t w[] = {
-	    0x80000000u | 4 * 14, 77, 0, 2, 100000, 2, 1, 0, 0, 0, 0, 300002, 1, 6, 9999};
-	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
-		w[i] = htonl(w[i]);
-	assert_int_equal(send(fd, w, sizeof(w), 0), (ssize_t)sizeof(w));
-	uint32_t r[8];
-	size_t got = 0;
-	while (got < sizeof(r)) {
-		ssize_t n = recv(fd, (char *)r + got, sizeof(r) - got, 0);
-		assert_true(n > 0);
-		got += (size_t)n;
-	}
+	struct buf b = {0}, r = {0};
+	call_hdr(&b, 77, 2, 100000, 2, 1, 0, NULL);
+	put(&b, 300002);
+	put(&b, 1);
+	put(&b, 6);
+	put(&b, 9999);
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
 	close(fd);
-	assert_int_equal(ntohl(r[0]), 0x80000000u | 28);
-	assert_int_equal(ntohl(r[1]), 77);
-	assert_int_equal(ntohl(r[6]), 0); /* SUCCESS */
-	return (int)ntohl(r[7]);
+	assert_int_equal(r.nfrag, 1);
+	assert_int_equal(r.len, 28);
+	uint32_t i = expect_success(&r, 77);
+	int v = (int)word(&r, i);
+	free(b.p);
+	free(r.p);
+	return v;
 }
 
 static void test_set_from_non_loopback(void **state)
@@ -361,46 +336,36 @@ static void test_set_from_non_loopback(void **state)
 static void test_getaddrlist_v4(void **state)
 {
 	struct env *e = *state;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(e->port)};
-	inet_pton(AF_INET, HOST, &dst.sin_addr);
-	assert_int_equal(connect(fd, (struct sockaddr *)&dst, sizeof(dst)), 0);
+	int fd = rpc_cl_connect(NULL, HOST, e->srv.port);
+	assert_true(fd >= 0);
 	/* GETADDRLIST(100005, 3, netid "", addr "", owner "") */
-	uint32_t w[] = {
-	    0x80000000u | 4 * 15, 78, 0, 2, 100000, 4, 11, 0, 0, 0, 0, 100005, 3, 0, 0, 0};
-	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
-		w[i] = htonl(w[i]);
-	assert_int_equal(send(fd, w, sizeof(w), 0), (ssize_t)sizeof(w));
-	uint8_t r[256];
-	size_t got = 0;
-	uint32_t mark = 0;
-	while (got < 4 || got < 4 + (mark & 0x7fffffff)) {
-		ssize_t n = recv(fd, r + got, sizeof(r) - got, 0);
-		assert_true(n > 0);
-		got += (size_t)n;
-		if (got >= 4) {
-			memcpy(&mark, r, 4);
-			mark = ntohl(mark);
-		}
-	}
+	struct buf b = {0}, r = {0};
+	call_hdr(&b, 78, 2, 100000, 4, 11, 0, NULL);
+	put(&b, 100005);
+	put(&b, 3);
+	put(&b, 0);
+	put(&b, 0);
+	put(&b, 0);
+	send_rec(fd, &b, 1);
+	assert_int_equal(recv_rec(fd, &r), 0);
 	close(fd);
-	uint32_t v[64];
-	memcpy(v, r, got < sizeof(v) ? got : sizeof(v));
-	assert_int_equal(ntohl(v[1]), 78);
-	assert_int_equal(ntohl(v[6]), 0); /* SUCCESS */
-	assert_int_equal(ntohl(v[7]), 1); /* one entry follows */
+	assert_int_equal(r.nfrag, 1);
+	uint32_t i = expect_success(&r, 78);
+	assert_int_equal(word(&r, i), 1); /* one entry follows */
 	const char *want = HOST ".78.80";
-	assert_int_equal(ntohl(v[8]), strlen(want));
-	assert_memory_equal(&v[9], want, strlen(want));
-	uint32_t i = 9 + (uint32_t)(strlen(want) + 3) / 4;
-	assert_int_equal(ntohl(v[i]), 3);
-	assert_memory_equal(&v[i + 1], "tcp", 3);
-	assert_int_equal(ntohl(v[i + 2]), 3); /* NC_TPI_COTS_ORD */
-	assert_int_equal(ntohl(v[i + 3]), 4);
-	assert_memory_equal(&v[i + 4], "inet", 4);
-	assert_int_equal(ntohl(v[i + 5]), 3);
-	assert_int_equal(ntohl(v[i + 7]), 0); /* end of list */
-	assert_int_equal(got, 4 * (i + 8));
+	assert_int_equal(word(&r, i + 1), strlen(want));
+	assert_memory_equal(r.p + 4 * (i + 2), want, strlen(want));
+	i += 2 + (uint32_t)(strlen(want) + 3) / 4;
+	assert_int_equal(word(&r, i), 3);
+	assert_memory_equal(r.p + 4 * (i + 1), "tcp", 3);
+	assert_int_equal(word(&r, i + 2), 3); /* NC_TPI_COTS_ORD */
+	assert_int_equal(word(&r, i + 3), 4);
+	assert_memory_equal(r.p + 4 * (i + 4), "inet", 4);
+	assert_int_equal(word(&r, i + 5), 3);
+	assert_int_equal(word(&r, i + 7), 0); /* end of list */
+	assert_int_equal(r.len, 4 * (i + 8));
+	free(b.p);
+	free(r.p);
 }
 
 static void test_callit_unavail(void **state)

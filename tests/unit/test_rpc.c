@@ -24,6 +24,7 @@
 #include <nfsc/libnfs-raw-nfs.h>
 
 #include "nfsgw/rpc.h"
+#include "tests/unit/rpc_client.h"
 
 #define HOST "127.0.0.31"
 #define TPROG 400000u
@@ -84,10 +85,7 @@ static uint32_t zdr_cred(ZDR *z, void *p, ...)
 }
 
 struct env {
-	struct loop *l;
-	struct rpc_server *s;
-	pthread_t th;
-	uint16_t port;
+	struct rpc_srv srv;
 	uint8_t data[4u << 20];
 	int released, finished, dispatched; /* atomics */
 };
@@ -148,7 +146,7 @@ static void tprog(void *ctx, struct rpc_call *c)
 		assert_non_null(lt);
 		*lt =
 		    (struct later){.e = e, .c = c, .n = c->proc == 4 ? 8 : n, .data = c->proc == 4};
-		loop_timer_add(e->l, n, later_fire, lt, NULL);
+		loop_timer_add(e->srv.l, n, later_fire, lt, NULL);
 		return;
 	}
 	case 3: {
@@ -208,210 +206,35 @@ static void tprog(void *ctx, struct rpc_call *c)
 	}
 }
 
-static void *loop_thread(void *arg)
-{
-	struct env *e = arg;
-	loop_run(e->l);
-	return NULL;
-}
-
 static int setup(void **state)
 {
 	struct env *e = calloc(1, sizeof(*e));
 	assert_non_null(e);
 	for (size_t i = 0; i < sizeof(e->data); i++)
 		e->data[i] = (uint8_t)(i * 7 + 3);
-	assert_int_equal(loop_new(&e->l), 0);
-	assert_int_equal(rpc_server_new(e->l, &e->s), 0);
+	rpc_srv_new(&e->srv, HOST);
 	struct rpc_program p = {
 	    .prog = TPROG, .vers_low = 1, .vers_high = 2, .dispatch = tprog, .ctx = e};
-	assert_int_equal(rpc_server_add_program(e->s, &p), 0);
-	assert_int_equal(rpc_server_listen(e->s, HOST, 0, &e->port), 0);
-	assert_true(e->port > 0);
-	assert_int_equal(pthread_create(&e->th, NULL, loop_thread, e), 0);
+	assert_int_equal(rpc_server_add_program(e->srv.s, &p), 0);
+	rpc_srv_run(&e->srv);
 	*state = e;
 	return 0;
-}
-
-static void stop_fn(void *arg)
-{
-	struct env *e = arg;
-	rpc_server_free(e->s);
-	loop_stop(e->l);
 }
 
 static int teardown(void **state)
 {
 	struct env *e = *state;
-	loop_post(e->l, stop_fn, e);
-	pthread_join(e->th, NULL);
-	loop_free(e->l);
+	rpc_srv_stop(&e->srv);
+	loop_free(e->srv.l);
 	free(e);
 	return 0;
 }
 
-/* ---- client side ---- */
-
 static int cl_connect(struct env *e)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = rpc_cl_connect(NULL, HOST, e->srv.port);
 	assert_true(fd >= 0);
-	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(e->port)};
-	inet_pton(AF_INET, HOST, &sin.sin_addr);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	struct timeval tv = {.tv_sec = 5};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return fd;
-}
-
-struct buf {
-	uint8_t *p;
-	uint32_t len, cap;
-};
-
-static void put(struct buf *b, uint32_t v)
-{
-	if (b->len + 4 > b->cap) {
-		b->cap = b->cap ? b->cap * 2 : 256;
-		b->p = realloc(b->p, b->cap);
-		assert_non_null(b->p);
-	}
-	uint32_t be = htonl(v);
-	memcpy(b->p + b->len, &be, 4);
-	b->len += 4;
-}
-
-static void putbytes(struct buf *b, const void *d, uint32_t n)
-{
-	put(b, n);
-	while (b->len + n + 4 > b->cap) {
-		b->cap *= 2;
-		b->p = realloc(b->p, b->cap);
-		assert_non_null(b->p);
-	}
-	memcpy(b->p + b->len, d, n);
-	b->len += n;
-	while (b->len & 3)
-		b->p[b->len++] = 0;
-}
-
-/* Call header with AUTH_NONE (flavor 0) or the given cred body. */
-static void call_hdr(struct buf *b, uint32_t xid, uint32_t rpcvers, uint32_t prog, uint32_t vers,
-		     uint32_t proc, uint32_t flavor, const struct buf *cred)
-{
-	put(b, xid);
-	put(b, 0);
-	put(b, rpcvers);
-	put(b, prog);
-	put(b, vers);
-	put(b, proc);
-	put(b, flavor);
-	if (cred)
-		putbytes(b, cred->p, cred->len);
-	else
-		put(b, 0);
-	put(b, 0);
-	put(b, 0);
-}
-
-static void writeall(int fd, const void *p, size_t n)
-{
-	const uint8_t *q = p;
-	while (n > 0) {
-		ssize_t w = send(fd, q, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		assert_true(w > 0);
-		q += w;
-		n -= (size_t)w;
-	}
-}
-
-/* Sends b as one record in nfrag fragments. */
-static void send_rec(int fd, const struct buf *b, uint32_t nfrag)
-{
-	uint32_t off = 0;
-	for (uint32_t i = 0; i < nfrag; i++) {
-		uint32_t n = i + 1 == nfrag ? b->len - off : b->len / nfrag;
-		uint32_t mark = htonl(n | (i + 1 == nfrag ? 0x80000000u : 0));
-		writeall(fd, &mark, 4);
-		writeall(fd, b->p + off, n);
-		off += n;
-	}
-}
-
-static int readall(int fd, void *p, size_t n)
-{
-	uint8_t *q = p;
-	while (n > 0) {
-		ssize_t r = recv(fd, q, n, 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		q += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-/* Receives one record (reassembled); -1 on EOF/timeout. */
-static int recv_rec(int fd, struct buf *b)
-{
-	b->len = 0;
-	for (;;) {
-		uint32_t mark;
-		if (readall(fd, &mark, 4) < 0)
-			return -1;
-		mark = ntohl(mark);
-		uint32_t n = mark & 0x7fffffffu;
-		if (b->len + n > b->cap) {
-			b->cap = b->len + n;
-			b->p = realloc(b->p, b->cap);
-		}
-		if (readall(fd, b->p + b->len, n) < 0)
-			return -1;
-		b->len += n;
-		if (mark >> 31)
-			return 0;
-	}
-}
-
-static uint32_t word(const struct buf *b, uint32_t i)
-{
-	assert_true(4 * i + 4 <= b->len);
-	uint32_t v;
-	memcpy(&v, b->p + 4 * i, 4);
-	return ntohl(v);
-}
-
-/* For an accepted SUCCESS reply: index of the first body word. */
-static uint32_t expect_success(const struct buf *r, uint32_t xid)
-{
-	assert_int_equal(word(r, 0), xid);
-	assert_int_equal(word(r, 1), 1);
-	assert_int_equal(word(r, 2), 0); /* MSG_ACCEPTED */
-	assert_int_equal(word(r, 5), 0); /* SUCCESS */
-	return 6;
-}
-
-static bool closed_by_server(int fd)
-{
-	uint8_t c;
-	ssize_t r;
-	while ((r = recv(fd, &c, 1, 0)) < 0 && errno == EINTR)
-		;
-	return r == 0;
-}
-
-static void simple_call(int fd, uint32_t xid, uint32_t prog, uint32_t vers, uint32_t proc,
-			struct buf *reply)
-{
-	struct buf b = {0};
-	call_hdr(&b, xid, 2, prog, vers, proc, 0, NULL);
-	send_rec(fd, &b, 1);
-	free(b.p);
-	assert_int_equal(recv_rec(fd, reply), 0);
 }
 
 /* ---- tests ---- */
@@ -810,7 +633,7 @@ struct nconns_q {
 static void q_nconns(void *arg)
 {
 	struct nconns_q *q = arg;
-	q->n = rpc_server_nconns(q->e->s);
+	q->n = rpc_server_nconns(q->e->srv.s);
 }
 
 static void close_with_calls_pending(struct env *e, bool reset)
@@ -850,7 +673,7 @@ static void close_with_calls_pending(struct env *e, bool reset)
 	struct nconns_q q = {.e = e, .n = 99};
 	int disp = 0, fin = -1;
 	for (int k = 0; k < 600; k++) {
-		loop_call(e->l, q_nconns, &q);
+		loop_call(e->srv.l, q_nconns, &q);
 		disp = __atomic_load_n(&e->dispatched, __ATOMIC_SEQ_CST) - dis0;
 		fin = __atomic_load_n(&e->finished, __ATOMIC_SEQ_CST) - fin0;
 		if (q.n == 0 && fin == disp)
@@ -961,7 +784,7 @@ static void test_accept_emfile(void **state)
 	low.rlim_cur = (rlim_t)maxfd + 1;
 	/* Connect after lowering: the server cannot accept these. */
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
-	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(e->port)};
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(e->srv.port)};
 	inet_pton(AF_INET, HOST, &sin.sin_addr);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(connect(fds[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
@@ -984,7 +807,7 @@ static void test_listen_errors(void **state)
 {
 	struct env *e = *state;
 	struct rpc_server *s2;
-	assert_int_equal(rpc_server_new(e->l, &s2), 0);
+	assert_int_equal(rpc_server_new(e->srv.l, &s2), 0);
 	/* not an IPv4 address */
 	assert_int_equal(rpc_server_listen(s2, "nonsense", 0, NULL), -EINVAL);
 	rpc_server_free(s2);
