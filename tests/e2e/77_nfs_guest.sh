@@ -1,7 +1,8 @@
 #!/bin/bash
 # A QEMU guest (tools/guest: Debian cloud kernel + busybox, TCG) whose disk is an nfs:// URL on
 # the gateway writes checksummed 4 KiB records continuously (O_DIRECT, fsync per batch) while
-#  A. the gateway is killed with -9 and restarted, and
+#  A. the gateway is killed with -9 and restarted, twice: once plainly, once after a SIGSTOP
+#     has left the guest's calls unanswered on the connection, and
 #  B. one replica node's blockd (node3) is killed with -9;
 # the guest must see no I/O error (no IOERROR from its writer, no kernel I/O error) and keep
 # writing through both, and after node3 is back a second boot of the guest in verify mode must
@@ -77,22 +78,40 @@ guest write "$WLOG"
 wait_seq 96 "before the first kill"
 log "guest writing after $((SECONDS - t0)) s: $(last_seq) records"
 
+# gw_outage HOW: kills the gateway with -9 while the guest writes, checks that the outage held
+# the guest's I/O up (with no gateway it cannot complete a batch; one answered just before the
+# kill may still be reported) with no error, restarts the gateway and waits for 96 more records.
+#   idle:     a plain kill -9 (the guest is most likely between writes: its next call meets a
+#             dead connection);
+#   inflight: SIGSTOP first and wait until the guest is blocked, so that its WRITE/COMMIT calls
+#             are sent and never answered when the gateway dies: libnfs must send them again.
+gw_outage() {
+	local s d
+	s=$(last_seq)
+	if [ "$1" = inflight ]; then
+		kill -STOP "$GW_PID"
+		sleep 2
+		log "gateway stopped at record $s; the guest is at $(last_seq)"
+	fi
+	gw_kill9
+	sleep 2
+	d=$(last_seq)
+	[ "$d" -le $((s + 16)) ] || die "the guest went on from record $s to $d with no gateway"
+	[ -z "$(io_errors "$WLOG")" ] ||
+		die "the guest saw an I/O error with the gateway down: $(io_errors "$WLOG")"
+	log "the guest waits at record $d for the gateway"
+	gw_start
+	gw_wait
+	s=$(last_seq)
+	log "gateway back; the guest is at record $s"
+	wait_seq $((s + 96)) "after the gateway restart ($1)"
+	log "A: the guest writes on: $(last_seq) records"
+}
+
 log "A: kill -9 the gateway under the guest's writes"
-s=$(last_seq)
-gw_kill9
-# The outage must overlap the guest's I/O: with no gateway it cannot complete a batch (one that
-# was answered just before the kill may still be reported).
-sleep 2
-d=$(last_seq)
-[ "$d" -le $((s + 16)) ] || die "the guest went on from record $s to $d with no gateway"
-[ -z "$(io_errors "$WLOG")" ] || die "the guest saw an I/O error with the gateway down: $(io_errors "$WLOG")"
-log "the guest waits at record $d for the gateway"
-gw_start
-gw_wait
-s=$(last_seq)
-log "gateway back; the guest is at record $s"
-wait_seq $((s + 96)) "after the gateway restart"
-log "A: the guest writes on: $(last_seq) records"
+gw_outage idle
+log "A: kill -9 the gateway with the guest's calls in flight"
+gw_outage inflight
 
 log "B: kill -9 node3 (pid $(node_pid node3)) under the guest's writes"
 s=$(last_seq)

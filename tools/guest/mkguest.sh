@@ -40,17 +40,32 @@ for t in apt-get apt-cache dpkg-deb gzip flock; do
 done
 
 # The kernel version the archive currently offers: linux-image-cloud-amd64 depends on it.
-kpkg=${BLOCKD_GUEST_KERNEL:-$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-	awk '/Depends: linux-image-[0-9]/ {print $2; exit}')}
-[ -n "$kpkg" ] || die "apt-cache knows no linux-image-cloud-amd64 (run apt-get update?)"
+kernel_pkg() {
+	echo "${BLOCKD_GUEST_KERNEL:-$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		awk '/Depends: linux-image-[0-9]/ {print $2; exit}')}"
+}
+
+# Downloading as root into a directory the _apt user cannot write only warns; keep it quiet.
+download() {
+	[ -n "$kpkg" ] && (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$kpkg" \
+		busybox-static >"$tmp/apt.log" 2>&1)
+}
 
 tmp=$(mktemp -d "$DIR/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-# Downloading as root into a directory the _apt user cannot write only warns; keep it quiet.
-if ! (cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$kpkg" busybox-static \
-	>"$tmp/apt.log" 2>&1); then
-	cat "$tmp/apt.log" >&2
-	die "cannot download $kpkg and busybox-static with apt-get (no network or no mirror?)"
+kpkg=$(kernel_pkg)
+if ! download; then
+	# Stale package lists name a kernel the mirror has dropped (security updates replace it):
+	# refresh them once when we may.
+	if [ "$(id -u)" -eq 0 ]; then
+		apt-get update -qq >"$tmp/update.log" 2>&1 || true
+		kpkg=$(kernel_pkg)
+	fi
+	if ! download; then
+		[ -n "$kpkg" ] || die "apt-cache knows no linux-image-cloud-amd64 (run apt-get update)"
+		cat "$tmp/apt.log" >&2
+		die "cannot download $kpkg and busybox-static with apt-get (no network or no mirror?)"
+	fi
 fi
 mkdir "$tmp/pkg" "$tmp/root"
 for deb in "$tmp"/*.deb; do
