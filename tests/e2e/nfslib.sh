@@ -36,7 +36,9 @@ nfs_cleanup() {
 		echo "--- tail of $GW_LOG"
 		tail -n 60 "$GW_LOG"
 	fi
-	# lib.sh's cleanup takes the exit status from $?.
+	# lib.sh's cleanup takes the exit status from $?; under set -e a failing (exit) would end
+	# this trap before the nodes are stopped.
+	set +e
 	(exit $rc)
 	cleanup
 }
