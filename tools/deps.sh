@@ -3,7 +3,7 @@
 set -e
 PKGS="build-essential pkg-config liburing-dev libxxhash-dev libjansson-dev libmicrohttpd-dev
 libinih-dev libcmocka-dev libsqlite3-dev libnfs-dev libnfs-utils qemu-utils qemu-system-x86
-fio libnbd-bin iproute2 procps curl"
+fio libnbd-bin iproute2 procps curl qemu-block-extra"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
