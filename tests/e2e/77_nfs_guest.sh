@@ -150,6 +150,28 @@ grep -aq "^VERIFY OK $written\b" "$VLOG" ||
 	die "the guest's records do not verify: $(grep -a 'VERIFY' "$VLOG" | tr -d '\r') (wrote $written)"
 [ -z "$(io_errors "$VLOG")" ] || die "I/O error while verifying: $(io_errors "$VLOG")"
 log "VERIFY OK $written"
+
+log "the host checks the records too (nfs-cat, another client)"
+# Independent of the guest's verifier: the same layout checked in Python (tools/guest/README.md).
+nfs-cat "$(nfs_url /guest.raw)" | python3 -c '
+import hashlib, sys
+n = int(sys.argv[1])
+f = sys.stdin.buffer
+for i in range(n + 1):
+    r = f.read(4096)
+    if i == n:
+        if len(r) != 4096 or r.startswith(b"BLOCKDREC "):
+            sys.exit("a record after the last one written")
+        # Read to the end: nfs-cat must not die of SIGPIPE (pipefail), and must exit 0.
+        while f.read(1 << 20):
+            pass
+        sys.exit(0)
+    if len(r) != 4096 or r[63:64] != b"\n":
+        sys.exit("record %d: short or malformed" % i)
+    h = r[:63].split()
+    if h[:2] != [b"BLOCKDREC", str(i).encode()] or h[2].decode() != hashlib.md5(r[64:]).hexdigest():
+        sys.exit("record %d: bad header or checksum" % i)
+' "$written" || die "the records read through nfs-cat do not verify"
 gw_alive || die "nfsgw died"
 gw_check_log
 log "ok ($((SECONDS - t0)) s with the guest)"
