@@ -2,11 +2,12 @@
 # A QEMU guest (tools/guest: Debian cloud kernel + busybox, TCG) whose disk is an nfs:// URL on
 # the gateway writes checksummed 4 KiB records continuously (O_DIRECT, fsync per batch) while
 #  A. the gateway is killed with -9 and restarted, twice: once plainly, once after a SIGSTOP
-#     has left the guest's calls unanswered on the connection, and
-#  B. one replica node's blockd (node3) is killed with -9;
+#     has left the guest's calls unanswered on the connection;
+#  B. one replica node's blockd (node3) is killed with -9, and
+#  C. node3 is started again and rejoins;
 # the guest must see no I/O error (no IOERROR from its writer, no kernel I/O error) and keep
-# writing through both, and after node3 is back a second boot of the guest in verify mode must
-# read back every record it wrote, each with the right sequence number and checksum.
+# writing through all of them; then a second boot of the guest in verify mode must read back
+# every record it wrote, each with the right sequence number and checksum (and so must the host).
 NFS_HOST=127.0.0.91
 source "$(dirname "$0")/nfslib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -69,6 +70,14 @@ wait_seq() {
 	done
 }
 
+# Every replica of every file volume (nfs-*) is up and in sync, as blockctl sees them.
+replicas_in_sync() {
+	"$BLOCKCTL" volume ls --json | python3 -c '
+import json, sys
+vols = [v for v in json.load(sys.stdin) if v["name"].startswith("nfs-")]
+sys.exit(0 if vols and all(m["up"] and m["in_sync"] for v in vols for m in v["members"]) else 1)'
+}
+
 nfs_up --replicas 3
 qemu-img create -q -f raw "$DISK" 256M || die "qemu-img create $DISK"
 truncate -s 1M "$CTL"
@@ -116,9 +125,16 @@ gw_outage inflight
 log "B: kill -9 node3 (pid $(node_pid node3)) under the guest's writes"
 s=$(last_seq)
 kill -9 "$(node_pid node3)"
+! replicas_in_sync || die "blockctl still shows every replica up and in sync with node3 killed"
 wait_seq $((s + 96)) "with node3 down"
 gw_alive || die "nfsgw died with node3 down"
 log "B: the guest writes on: $(last_seq) records"
+
+log "C: node3 comes back under the guest's writes"
+s=$(last_seq)
+"$BLOCKCTL" cluster up --dir "$CLUSTER" >/dev/null
+wait_seq $((s + 96)) "while node3 rejoins"
+log "C: the guest writes on: $(last_seq) records"
 
 log "stop the writer through the control disk"
 printf STOP | dd of="$CTL" conv=notrunc,fsync status=none
@@ -134,8 +150,17 @@ written=$(grep -ao '^WRITE DONE [0-9]*' "$WLOG" | awk '{print $3}')
 [ -n "$written" ] || die "the writer did not finish: $(tail -n 3 "$WLOG" | tr -d '\r')"
 log "the guest wrote $written records in $((SECONDS - t0)) s with no I/O error"
 
-log "restart node3"
-"$BLOCKCTL" cluster up --dir "$CLUSTER" >/dev/null
+# The file volumes' replicas on node3 catch up (what the guest wrote while node3 was down).
+log "wait until node3's replicas of the file volumes are in sync"
+start=$SECONDS
+until replicas_in_sync; do
+	[ $((SECONDS - start)) -lt 60 ] || {
+		"$BLOCKCTL" volume ls
+		die "node3's replicas are not in sync 60 s after it came back"
+	}
+	sleep 0.5
+done
+log "in sync after $((SECONDS - start)) s"
 
 VLOG=$WORK/guest-verify.log
 guest verify "$VLOG"
