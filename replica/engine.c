@@ -106,8 +106,8 @@ static void conn_connected(void *arg, int res)
 	if (res < 0 || !t)
 		return; /* closed() follows */
 	tio_prep(&c->hello, t, PROTO_HELLO, conn_hello_done, c);
-	c->hello.payload = t->e->volume;
-	c->hello.plen = (uint32_t)strlen(t->e->volume);
+	c->hello.payload = t->e->hello;
+	c->hello.plen = t->e->hello_len;
 	c->hello.off = t->e->sess_id;
 	c->hello.arg = ++t->e->sess_last;
 	tio_submit(&c->hello);
@@ -178,6 +178,21 @@ static int parse_info(const uint8_t *p, uint32_t len, struct store_info *in)
 	}
 	json_decref(j);
 	return 0;
+}
+
+/* The holder (proto.h) a probed replica's INFO reports; replicas without holders report none. */
+static void parse_holder(const uint8_t *p, uint32_t len, struct target *t)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb((const char *)p, len, 0, &jerr);
+	json_t *h = json_object_get(j, "holder");
+	const char *label = json_string_value(json_object_get(h, "label"));
+	t->held = json_is_object(h) && label;
+	if (t->held) {
+		snprintf(t->hold_label, sizeof(t->hold_label), "%s", label);
+		t->hold_epoch = (uint64_t)json_integer_value(json_object_get(h, "epoch"));
+	}
+	json_decref(j);
 }
 
 /* ---- reconnecting a stale replica ---- */
@@ -270,6 +285,8 @@ static void conn_hello_done(struct tio *io, int res, const uint8_t *p, uint32_t 
 	if (t->probe_pending) {
 		if (res == 0)
 			res = parse_info(p, len, &t->info);
+		if (res == 0)
+			parse_holder(p, len, t);
 		probe_answer(t, res);
 		return;
 	}
@@ -293,6 +310,8 @@ static void try_reconnect(struct target *t)
 		int r = ep < e->epoch ? store_bump_epoch(t->store, e->epoch) : 0;
 		if (r == 0)
 			r = store_set_clean(t->store, false);
+		if (r == 0)
+			eng_local_hold(e);
 		if (r == 0)
 			r = store_get_info(t->store, &in);
 		if (r == 0 && in.size < e->size)
@@ -988,6 +1007,8 @@ static void free_now(void *arg)
 	}
 	bitmap_free(&e->wr_cur);
 	bitmap_free(&e->wr_prev);
+	if (e->local_held)
+		replica_server_release(e->local, e->volume, e->sess_id);
 	engine_cb cb = e->close_cb;
 	void *cbarg = e->close_arg;
 	int res = e->close_res;
@@ -1336,6 +1357,74 @@ static void open_op_done(struct tio *io, int res, const uint8_t *p, uint32_t len
 		open_decide(e);
 }
 
+void eng_local_hold(struct engine *e)
+{
+	if (e->local &&
+	    replica_server_hold(e->local, e->volume, e->sess_id, e->label, e->epoch) == 0)
+		e->local_held = true;
+}
+
+static void held_list_done(struct tio *io, int res, const uint8_t *p, uint32_t len)
+{
+	struct engine *e = io->t->e;
+	free(io);
+	if (e->held && res == 0 && (e->held->snapshots = malloc((size_t)len + 1))) {
+		if (len)
+			memcpy(e->held->snapshots, p, len);
+		e->held->snapshots[len] = 0;
+	}
+	open_fail(e, -EBUSY);
+}
+
+/*
+ * refuse_if_held: another engine has the volume open (a replica at the highest epoch names a
+ * holder that is not us), so opening would fence it. Describes the volume from the probes and
+ * the authoritative replica's SNAP_LIST (sent at its current epoch: no OPEN), then fails the
+ * open with -EBUSY. False if nobody else holds it.
+ */
+static bool refuse_held(struct engine *e, struct target *auth, uint64_t maxep)
+{
+	struct target *h = NULL;
+	for (uint32_t i = 0; i < e->nprobes && !h; i++) {
+		struct target *t = e->probes[i];
+		if (t && t->probed && t->held && t->hold_epoch == maxep && t->info.epoch == maxep &&
+		    strcmp(t->hold_label, e->local_node) != 0)
+			h = t;
+	}
+	if (!h)
+		return false;
+	struct engine_held *d = e->held;
+	if (!d) {
+		open_fail(e, -EBUSY);
+		return true;
+	}
+	memset(d, 0, sizeof(*d));
+	snprintf(d->label, sizeof(d->label), "%s", h->hold_label[0] ? h->hold_label : "?");
+	d->epoch = h->hold_epoch;
+	d->auth = auth->info;
+	for (uint32_t k = 0; k < auth->info.nmembers && k < ENGINE_MAX_REPLICAS; k++) {
+		snprintf(d->r[k].node, sizeof(d->r[k].node), "%s", auth->info.members[k].node);
+		d->r[k].in_sync = auth->info.members[k].in_sync;
+		for (uint32_t i = 0; i < e->nprobes; i++) {
+			struct target *t = e->probes[i];
+			if (t && t->probed && strcmp(t->node, d->r[k].node) == 0) {
+				d->r[k].reachable = true;
+				d->r[k].epoch = t->info.epoch;
+			}
+		}
+		d->n = k + 1;
+	}
+	struct tio *io = calloc(1, sizeof(*io));
+	if (!io) {
+		open_fail(e, -EBUSY);
+		return true;
+	}
+	e->epoch = auth->info.epoch; /* read at its epoch: no OPEN, nobody fenced */
+	tio_prep(io, auth, PROTO_SNAP_LIST, held_list_done, NULL);
+	tio_submit(io);
+	return true;
+}
+
 static void probe_done(void *arg)
 {
 	struct engine *e = arg;
@@ -1361,6 +1450,8 @@ static void probe_done(void *arg)
 		open_fail(e, all_enoent ? -ENOENT : -ENOTCONN);
 		return;
 	}
+	if (e->refuse_if_held && refuse_held(e, auth, maxep))
+		return;
 	e->auth = auth->info;
 	e->auth_t = auth;
 	e->auth_clean = auth->info.clean;
@@ -1456,6 +1547,19 @@ int engine_open(struct loop *l, const struct engine_params *p, struct engine **o
 	snprintf(e->volume, sizeof(e->volume), "%s", p->volume);
 	snprintf(e->local_node, sizeof(e->local_node), "%s", p->local_node ? p->local_node : "");
 	e->local = p->local;
+	snprintf(e->label, sizeof(e->label), "%s", p->label ? p->label : e->local_node);
+	for (char *c = e->label; *c; c++)
+		if (*c < 0x20 || *c > 0x7e)
+			*c = '?'; /* replicas refuse unprintable labels */
+	size_t vlen = strlen(e->volume), llen = strlen(e->label);
+	memcpy(e->hello, e->volume, vlen);
+	if (llen) {
+		e->hello[vlen] = 0;
+		memcpy(e->hello + vlen + 1, e->label, llen);
+	}
+	e->hello_len = (uint32_t)(vlen + (llen ? 1 + llen : 0));
+	e->refuse_if_held = p->refuse_if_held;
+	e->held = p->held;
 	e->io_timeout_ms = p->io_timeout_ms ? p->io_timeout_ms : 1000;
 	e->open_cb = cb;
 	e->open_arg = arg;
@@ -1484,6 +1588,8 @@ int engine_open(struct loop *l, const struct engine_params *p, struct engine **o
 				t->probed = true;
 				t->epoch = t->info.epoch;
 			}
+			t->held = replica_server_holder(p->local, p->volume, t->hold_label,
+							&t->hold_epoch) == 1;
 			e->probes[e->nprobes++] = t;
 		}
 	}

@@ -50,6 +50,30 @@ struct engine_params {
 	uint32_t naddrs;
 	const struct engine_replica_addr *addrs;
 	uint32_t io_timeout_ms; /* 0: 1000 */
+	/* Who runs this engine, sent in HELLO and reported by the replicas as the volume's
+	 * holder while it has it open (proto.h); NULL: local_node. Truncated to 63 bytes. */
+	const char *label;
+	/* Open only a volume nobody else holds: when a reachable replica at the highest epoch
+	 * reports a holder whose label is not local_node, the open fails with -EBUSY before
+	 * any epoch is bumped, and *held (if not NULL; it must outlive the open) describes the
+	 * volume as the replicas report it. */
+	bool refuse_if_held;
+	struct engine_held *held;
+};
+
+/* What a refused open (refuse_if_held) saw. Free snapshots with free(). */
+struct engine_held {
+	char label[64];		/* the holder's label */
+	uint64_t epoch;		/* the holder's epoch */
+	struct store_info auth; /* INFO of the authoritative replica (highest members_gen) */
+	uint32_t n;		/* auth's members, with what their replicas answered */
+	struct {
+		char node[STORE_NAME_MAX];
+		bool in_sync;	/* per auth's membership */
+		bool reachable; /* it answered HELLO */
+		uint64_t epoch;
+	} r[ENGINE_MAX_REPLICAS];
+	char *snapshots; /* auth's SNAP_LIST JSON (malloc'd), NULL if it could not be read */
 };
 
 enum engine_replica_state {

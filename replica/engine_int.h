@@ -96,6 +96,9 @@ struct target {
 	bool probed, probe_pending, accepted;
 	struct store_info info;
 	int probe_err;
+	bool held; /* its INFO reported a holder (proto.h) */
+	uint64_t hold_epoch;
+	char hold_label[PROTO_LABEL_MAX];
 	/* snapshot catch-up (engine_snapsync.c), before the resync */
 	struct snapsync *ss;
 	/* resync */
@@ -167,6 +170,13 @@ struct engine {
 	char volume[STORE_NAME_MAX];
 	char local_node[STORE_NAME_MAX];
 	struct replica_server *local;
+	char label[PROTO_LABEL_MAX];
+	/* HELLO payload: volume NUL label */
+	char hello[STORE_NAME_MAX + PROTO_LABEL_MAX];
+	uint32_t hello_len;
+	bool local_held; /* the local replica lists us as its holder (replica_server_hold) */
+	bool refuse_if_held;
+	struct engine_held *held;
 	uint32_t naddrs;
 	struct engine_replica_addr *addrs;
 	uint32_t io_timeout_ms;
@@ -237,6 +247,8 @@ struct engine {
 };
 
 /* engine.c */
+/* A local OPEN succeeded: the local replica server lists this engine as the holder. */
+void eng_local_hold(struct engine *e);
 uint32_t eng_quorum(const struct engine *e);
 uint32_t eng_ninsync(const struct engine *e);
 bool eng_takes_writes(const struct target *t);

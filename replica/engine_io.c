@@ -194,7 +194,8 @@ static int local_hash(struct tio *io, struct store *s)
 	}
 	uint8_t *p = (uint8_t *)h;
 	for (uint64_t i = 0; i < n; i++)
-		proto_put_le64(p + i * 8, h[i]); /* in place: entry i is read before it is written */
+		proto_put_le64(p + i * 8,
+			       h[i]); /* in place: entry i is read before it is written */
 	io->lpayload = p;
 	io->lplen = (uint32_t)(n * 8);
 	return 0;
@@ -242,6 +243,8 @@ sync:
 		r = store_bump_epoch(s, e->epoch);
 		if (r == 0)
 			r = store_set_clean(s, false);
+		if (r == 0)
+			eng_local_hold(e);
 		io->t->epoch = store_epoch(s);
 		break;
 	case PROTO_MEMBERS:

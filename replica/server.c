@@ -340,6 +340,38 @@ int replica_server_store(struct replica_server *s, const char *name, struct stor
 	return e;
 }
 
+int replica_server_hold(struct replica_server *s, const char *name, uint64_t engine,
+			const char *label, uint64_t epoch)
+{
+	struct srv_store *v;
+	int e = srv_store_get(s, name, &v);
+	if (e < 0)
+		return e;
+	v->held = true;
+	v->hold_engine = engine;
+	v->hold_conn = NULL;
+	v->hold_epoch = epoch;
+	snprintf(v->hold_label, sizeof(v->hold_label), "%s", label ? label : "");
+	return 0;
+}
+
+void replica_server_release(struct replica_server *s, const char *name, uint64_t engine)
+{
+	struct srv_store *v = find_store(s, name);
+	if (v && v->held && !v->hold_conn && v->hold_engine == engine)
+		v->held = false;
+}
+
+int replica_server_holder(struct replica_server *s, const char *name, char *label, uint64_t *epoch)
+{
+	struct srv_store *v = find_store(s, name);
+	if (!v || !v->held)
+		return 0;
+	snprintf(label, PROTO_LABEL_MAX, "%s", v->hold_label);
+	*epoch = v->hold_epoch;
+	return 1;
+}
+
 int replica_server_list(struct replica_server *s, char ***names, uint32_t *n)
 {
 	char dir[4096], meta[4400];

@@ -32,6 +32,14 @@ int replica_server_create(struct replica_server *s, const char *name, uint64_t s
 int replica_server_destroy(struct replica_server *s, const char *name, int force);
 /* The open store for name (opening it if needed), for an engine on this node. */
 int replica_server_store(struct replica_server *s, const char *name, struct store **out);
+/* The holder (proto.h) of volume name for an engine on this node that uses its store without a
+ * socket: set when its OPEN succeeded, until replica_server_release() with the same engine id
+ * or a newer OPEN. label: at most PROTO_LABEL_MAX - 1 bytes. */
+int replica_server_hold(struct replica_server *s, const char *name, uint64_t engine,
+			const char *label, uint64_t epoch);
+void replica_server_release(struct replica_server *s, const char *name, uint64_t engine);
+/* 1 and the holder's label (PROTO_LABEL_MAX bytes) and epoch if name is held, 0 if not. */
+int replica_server_holder(struct replica_server *s, const char *name, char *label, uint64_t *epoch);
 /* Names of local replicas; *names is malloc'd array of malloc'd strings. */
 int replica_server_list(struct replica_server *s, char ***names, uint32_t *n);
 /* Live connections, for tests and status. */

@@ -92,6 +92,7 @@ void srv_conn_kill(struct srv_conn *c, const char *why)
 		fprintf(stderr, "replica server: closing connection: %s\n", why);
 	c->dead = true;
 	c->srv->nconns--;
+	srv_hold_conn_gone(c);
 	if (c->flush_timer)
 		loop_timer_cancel(c->srv->l, c->flush_timer);
 	c->flush_timer = NULL;

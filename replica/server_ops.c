@@ -61,12 +61,16 @@ static int info_reply(struct srv_req *r)
 	for (uint32_t i = 0; i < in.nmembers && i < STORE_MAX_MEMBERS; i++)
 		json_array_append_new(members, json_pack("{s:s,s:b}", "node", in.members[i].node,
 							 "in_sync", in.members[i].in_sync));
-	return reply_json(r, json_pack("{s:s,s:s,s:I,s:I,s:I,s:o,s:I,s:b,s:I,s:s}", "name", in.name,
-				       "uuid", in.uuid, "size", (json_int_t)in.size, "epoch",
-				       (json_int_t)in.epoch, "members_gen",
-				       (json_int_t)in.members_gen, "members", members, "allocated",
-				       (json_int_t)in.allocated, "clean", in.clean, "snapshots",
-				       (json_int_t)in.nsnapshots, "node", r->c->srv->node));
+	const struct srv_store *v = r->vol;
+	json_t *holder = v->held ? json_pack("{s:s,s:I}", "label", v->hold_label, "epoch",
+					     (json_int_t)v->hold_epoch)
+				 : json_null();
+	return reply_json(
+	    r, json_pack("{s:s,s:s,s:I,s:I,s:I,s:o,s:I,s:b,s:I,s:s,s:o}", "name", in.name, "uuid",
+			 in.uuid, "size", (json_int_t)in.size, "epoch", (json_int_t)in.epoch,
+			 "members_gen", (json_int_t)in.members_gen, "members", members, "allocated",
+			 (json_int_t)in.allocated, "clean", in.clean, "snapshots",
+			 (json_int_t)in.nsnapshots, "node", r->c->srv->node, "holder", holder));
 }
 
 /*
@@ -86,28 +90,91 @@ static void fence_older(struct srv_conn *c, struct srv_store *vol)
 	}
 }
 
+/*
+ * HELLO's payload: volume [NUL label] (trailing NULs allowed; engines before labels send
+ * just the volume). The label must be printable: it ends up in operators' error messages.
+ */
+static int hello_payload(const struct srv_req *r, char name[STORE_NAME_MAX],
+			 char label[PROTO_LABEL_MAX])
+{
+	uint32_t len = r->req.payload_len;
+	while (len && r->payload[len - 1] == 0)
+		len--;
+	const uint8_t *nul = len ? memchr(r->payload, 0, len) : NULL;
+	uint32_t nlen = nul ? (uint32_t)(nul - r->payload) : len;
+	uint32_t llen = nul ? len - nlen - 1 : 0;
+	if (nlen == 0 || nlen >= STORE_NAME_MAX || llen >= PROTO_LABEL_MAX)
+		return -EINVAL;
+	memcpy(name, r->payload, nlen);
+	name[nlen] = 0;
+	for (uint32_t i = 0; i < llen; i++)
+		if (nul[1 + i] < 0x20 || nul[1 + i] > 0x7e)
+			return -EINVAL;
+	if (llen)
+		memcpy(label, nul + 1, llen);
+	label[llen] = 0;
+	return store_name_valid(name) ? 0 : -EINVAL;
+}
+
+static bool same_engine(const struct srv_conn *x, const struct srv_conn *c)
+{
+	return !x->dead && x->vol == c->vol &&
+	       (c->sess_engine ? x->sess_engine == c->sess_engine : x == c);
+}
+
+void srv_hold_conn_gone(struct srv_conn *c)
+{
+	struct srv_store *vol = c->vol;
+	if (!vol || !vol->held || c->srv->freeing)
+		return;
+	if (vol->hold_conn ? vol->hold_conn != c
+			   : !c->sess_engine || vol->hold_engine != c->sess_engine)
+		return;
+	for (struct srv_conn *x = c->srv->conns; x; x = x->next)
+		if (x != c && same_engine(x, c))
+			return;
+	vol->held = false;
+	vol->hold_conn = NULL;
+}
+
+static void hold_set(struct srv_store *vol, struct srv_conn *c, uint64_t epoch)
+{
+	vol->held = true;
+	vol->hold_engine = c->sess_engine;
+	vol->hold_conn = c->sess_engine ? NULL : c;
+	vol->hold_epoch = epoch;
+	snprintf(vol->hold_label, sizeof(vol->hold_label), "%s", c->label);
+}
+
 static int op_hello(struct srv_req *r)
 {
-	char name[STORE_NAME_MAX];
+	char name[STORE_NAME_MAX], label[PROTO_LABEL_MAX];
 	struct srv_store *vol;
-	int e = payload_name(r, name);
+	int e = hello_payload(r, name, label);
 	if (e < 0)
 		return e;
 	e = srv_store_get(r->c->srv, name, &vol);
 	if (e < 0)
 		return e;
 	uint64_t id = r->req.offset, sess = r->req.arg;
+	if (sess && vol->sess_engine == id && sess < vol->sess_max)
+		return -ESTALE;
+	if (r->c->vol && r->c->vol != vol)
+		srv_hold_conn_gone(r->c); /* rebinding: it no longer holds the old volume */
+	/* Bound before older connections are fenced, so the engine never looks gone. */
+	r->c->vol = vol;
+	r->c->sess_engine = id;
+	r->c->session = sess;
+	snprintf(r->c->label, sizeof(r->c->label), "%s", label);
+	r->vol = vol;
 	if (sess) {
-		if (vol->sess_engine == id && sess < vol->sess_max)
-			return -ESTALE;
 		vol->sess_engine = id;
 		vol->sess_max = sess;
 		fence_older(r->c, vol);
 	}
-	r->c->vol = vol;
-	r->c->sess_engine = id;
-	r->c->session = sess;
-	r->vol = vol;
+	/* Its engine took a replica back that it had let go, and nobody opened it since. */
+	if (!vol->held && id && vol->hold_engine == id && vol->hold_epoch == store_epoch(vol->st))
+		hold_set(vol, r->c, vol->hold_epoch);
 	return info_reply(r);
 }
 
@@ -211,7 +278,8 @@ static int op_hash(struct srv_req *r)
 	}
 	uint8_t *p = (uint8_t *)h;
 	for (uint64_t i = 0; i < n; i++)
-		proto_put_le64(p + i * 8, h[i]); /* in place: entry i is read before it is written */
+		proto_put_le64(p + i * 8,
+			       h[i]); /* in place: entry i is read before it is written */
 	r->rpayload = p;
 	r->rlen = (uint32_t)(n * 8);
 	return 0;
@@ -328,7 +396,11 @@ static int exec(struct srv_req *r)
 		return info_reply(r);
 	case PROTO_OPEN:
 		e = store_bump_epoch(st, h->epoch);
-		return e < 0 ? e : store_set_clean(st, false);
+		if (e == 0)
+			e = store_set_clean(st, false);
+		if (e == 0)
+			hold_set(r->vol, r->c, h->epoch);
+		return e;
 	case PROTO_MEMBERS:
 		return op_members(r);
 	case PROTO_DIRTY_PUT:

@@ -32,6 +32,14 @@ struct srv_store {
 	/* Highest HELLO session of the last engine (sess_engine) that sent one: an older
 	 * connection of that engine is fenced (server_ops.c op_hello). */
 	uint64_t sess_engine, sess_max;
+	/* The holder (proto.h): the engine whose OPEN succeeded last, while it stays connected
+	 * (a local engine: until replica_server_release). hold_conn identifies an engine that
+	 * sent no id. hold_* survive a release so the same engine reconnecting at the same
+	 * epoch (a replica it ejected and took back) is the holder again. */
+	bool held;
+	uint64_t hold_engine, hold_epoch;
+	struct srv_conn *hold_conn;
+	char hold_label[PROTO_LABEL_MAX];
 	struct srv_store *next;
 };
 
@@ -65,6 +73,7 @@ struct srv_conn {
 	struct loop_timer *flush_timer; /* replies completed this iteration go out together */
 	struct srv_store *vol;
 	uint64_t sess_engine, session; /* from HELLO; session 0: none (no fencing) */
+	char label[PROTO_LABEL_MAX];   /* from HELLO; "" if none */
 	uint8_t *rbuf;		       /* SRV_RBUF_SIZE; rpos..rend unparsed */
 	uint32_t rpos, rend;
 	struct srv_req *cur; /* request whose payload is being received */
@@ -103,5 +112,7 @@ void srv_conn_orphan_all(struct replica_server *s);
 
 /* server_ops.c: executes r (payload verified); always ends in srv_req_done(). */
 void srv_exec(struct srv_req *r);
+/* c is dying: its volume's holder is cleared if c was its engine's last connection. */
+void srv_hold_conn_gone(struct srv_conn *c);
 
 #endif
