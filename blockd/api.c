@@ -57,6 +57,13 @@ static void reply_err(struct reply *r, int status, const char *msg, const char *
 	reply_json(r, status, o);
 }
 
+/* A volume held by an engine outside any blockd (e.g. an NFS gateway): 409 naming it. */
+static void reply_held(struct reply *r, const struct node_err *e)
+{
+	json_t *o = json_pack("{s:s, s:s}", "error", e->msg, "holder", e->holder);
+	reply_json(r, 409, o);
+}
+
 static int errno_status(int err)
 {
 	switch (-err) {
@@ -96,6 +103,10 @@ static void reply_node(struct reply *r, int res, int ok_status, json_t *body,
 		return;
 	}
 	json_decref(body);
+	if (e->holder[0]) {
+		reply_held(r, e);
+		return;
+	}
 	reply_err(r, e->node[0] ? 409 : errno_status(res), e->msg[0] ? e->msg : strerror(-res),
 		  e->node);
 }
@@ -183,7 +194,7 @@ static void do_replica_create(struct api *a, const struct req *q, struct reply *
 		strcpy(m[i].node, s);
 		m[i].in_sync = true;
 	}
-	struct node_err e = {{0}, {0}};
+	struct node_err e = {{0}, {0}, {0}};
 	json_t *o = NULL;
 	int res = node_replica_create(a->n, vol, size, m, (uint32_t)nm, &o, &e);
 	reply_node(r, res, 201, o, &e);
@@ -194,7 +205,7 @@ out:
 static void do_volume_op(struct api *a, const char *vol, enum node_op op,
 			 const struct node_op_args *args, struct reply *r)
 {
-	struct node_err e = {{0}, {0}};
+	struct node_err e = {{0}, {0}, {0}};
 	json_t *o = NULL;
 	int res = node_volume_op(a->n, vol, op, args, &o, &e);
 	reply_node(r, res, 200, o, &e);
@@ -241,7 +252,7 @@ static void do_volume(struct api *a, const char *method, char **seg, int nseg, c
 	if (!name_ok("volume", vol, r))
 		return;
 	const char *sub = nseg > 2 ? seg[2] : NULL;
-	struct node_err e = {{0}, {0}};
+	struct node_err e = {{0}, {0}, {0}};
 	json_t *o = NULL;
 	bool get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
 	if (!sub && get) {
@@ -325,7 +336,7 @@ static void route(struct api *a, struct MHD_Connection *conn, const char *method
 	bool get = !strcmp(method, "GET");
 	const char *f = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "force");
 	bool force = f && strcmp(f, "0") && strcmp(f, "false");
-	struct node_err e = {{0}, {0}};
+	struct node_err e = {{0}, {0}, {0}};
 	json_t *o = NULL;
 	int res;
 	if (ns == 1 && get && !strcmp(s[0], "health")) {

@@ -402,7 +402,7 @@ static void *reattach_main(void *arg)
 		}
 		bool go = true;
 		for (uint32_t i = 0; i < p.count && go; i++) {
-			struct node_err e = {{0}, {0}};
+			struct node_err e = {{0}, {0}, {0}};
 			int r = node_attach_impl(n, p.v[i], true, false, NULL, &e);
 			if (r == 0 || r == -ECANCELED) {
 				/* Attached (logged there) or detached meanwhile. */

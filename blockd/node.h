@@ -26,6 +26,7 @@ struct node;
 struct node_err {
 	char msg[256];
 	char node[CONFIG_NAME_MAX]; /* "" unless attached elsewhere */
+	char holder[64];	    /* "" unless an engine outside this node holds it (409) */
 };
 
 /* Starts the loop thread, the replica server and the NBD server of node name. */

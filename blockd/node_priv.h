@@ -95,6 +95,8 @@ void node_find_attached(struct node *n, const char *vol, char out[CONFIG_NAME_MA
 /* Control thread: POSTs path (no body) to node's API; 0 on a 2xx answer. */
 int node_peer_post(struct node *n, const char *node, const char *path, int timeout_ms);
 void node_set_err(struct node_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* node_vol.c: "volume VOL is in use by LABEL" (409 with "holder"). */
+void node_set_held(struct node_err *e, const char *vol, const char *label);
 json_t *node_replica_json(const struct store_info *i);
 
 #endif

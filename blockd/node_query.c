@@ -12,6 +12,7 @@
 
 #include "blockd/nbd_server.h"
 #include "blockd/peer.h"
+#include "replica/proto.h"
 #include "replica/server.h"
 
 void node_set_err(struct node_err *e, const char *fmt, ...)
@@ -33,6 +34,15 @@ json_t *node_replica_json(const struct store_info *i)
 			 (json_int_t)i->members_gen, "members", m, "allocated",
 			 (json_int_t)i->allocated, "clean", i->clean, "snapshots",
 			 (json_int_t)i->nsnapshots);
+}
+
+/* "holder" (the label of the engine that has vol open, per this node's replica) into o. */
+static void add_holder(struct node *n, const char *vol, json_t *o)
+{
+	char label[PROTO_LABEL_MAX];
+	uint64_t epoch;
+	if (o && replica_server_holder(n->rs, vol, label, &epoch) == 1)
+		json_object_set_new(o, "holder", json_string(label));
 }
 
 /* ---- other nodes ---- */
@@ -170,8 +180,11 @@ static void replicas_on_loop(void *arg)
 			r = store_get_info(st, &info);
 		if (r)
 			node_log(q->n, "replica %s unreadable: %s", names[i], strerror(-r));
-		else
-			json_array_append_new(q->out, node_replica_json(&info));
+		else {
+			json_t *o = node_replica_json(&info);
+			add_holder(q->n, names[i], o);
+			json_array_append_new(q->out, o);
+		}
 		free(names[i]);
 	}
 	free(names);
@@ -340,6 +353,7 @@ struct volq {
 	uint64_t size, epoch;
 	char nbd[256];
 	struct store_info info;
+	char holder[PROTO_LABEL_MAX];
 };
 
 static void volume_on_loop(void *arg)
@@ -362,6 +376,9 @@ static void volume_on_loop(void *arg)
 			struct store *st;
 			v->local = !replica_server_store(v->n->rs, v->vol, &st) &&
 				   !store_get_info(st, &v->info);
+			uint64_t ep;
+			if (replica_server_holder(v->n->rs, v->vol, v->holder, &ep) != 1)
+				v->holder[0] = 0;
 		}
 		free(names[i]);
 	}
@@ -396,6 +413,8 @@ int node_volume(struct node *n, const char *vol, json_t **out, struct node_err *
 	}
 	json_t *attached = v.here ? json_string(n->self->name) : json_null();
 	json_t *rep = v.local ? node_replica_json(&v.info) : NULL;
+	if (rep && v.holder[0])
+		json_object_set_new(rep, "holder", json_string(v.holder));
 	if (!v.here || !v.local) {
 		/* Both questions in one round: one timeout's worth of waiting at most. */
 		struct peer_get p[2 * CONFIG_MAX_NODES];
@@ -462,6 +481,8 @@ int node_volume(struct node *n, const char *vol, json_t **out, struct node_err *
 	json_object_set(o, "members_gen", json_object_get(rep, "members_gen"));
 	json_object_set(o, "allocated", json_object_get(rep, "allocated"));
 	json_object_set(o, "snapshots", json_object_get(rep, "snapshots"));
+	if (json_is_string(json_object_get(rep, "holder")))
+		json_object_set(o, "holder", json_object_get(rep, "holder"));
 	json_decref(rep);
 	*out = o;
 	return 0;

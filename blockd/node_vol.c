@@ -133,8 +133,13 @@ static void opened_cb(void *arg, int res)
 	loop_done(w, 0);
 }
 
-/* Creates an OPENING entry and starts its engine; w is woken when it is open or failed. */
-static void vol_open(struct node *n, const char *name, bool attached, struct loop_waiter *w)
+/*
+ * Creates an OPENING entry and starts its engine; w is woken when it is open or failed. held:
+ * refuse (-EBUSY, *held filled in) a volume an engine outside this node holds (an NFS gateway,
+ * say) rather than fence it; NULL: take it over.
+ */
+static void vol_open(struct node *n, const char *name, bool attached, struct engine_held *held,
+		     struct loop_waiter *w)
 {
 	if (n->stopping) {
 		loop_done(w, -ESHUTDOWN);
@@ -160,6 +165,8 @@ static void vol_open(struct node *n, const char *name, bool attached, struct loo
 	    .naddrs = n->naddrs,
 	    .addrs = n->addrs,
 	    .io_timeout_ms = n->cfg.io_timeout_ms,
+	    .refuse_if_held = held != NULL,
+	    .held = held,
 	};
 	int r = engine_open(n->loop, &p, &v->e, opened_cb, v);
 	if (r) {
@@ -174,7 +181,9 @@ struct attach {
 	struct node *n;
 	const char *vol;
 	bool reattach;
+	bool force;
 	bool open; /* the volume is not here: open it */
+	struct engine_held held;
 	int res;
 	json_t *out;
 	struct node_err *e;
@@ -223,7 +232,7 @@ static void attach_open(void *arg, struct loop_waiter *w)
 		loop_done(w, -EINPROGRESS);
 		return;
 	}
-	vol_open(a->n, a->vol, true, w);
+	vol_open(a->n, a->vol, true, a->force ? NULL : &a->held, w);
 }
 
 static void attach_result(void *arg)
@@ -249,7 +258,7 @@ static void open_err(struct node_err *e, const char *vol, int r)
 static int attach_once(struct node *n, const char *vol, bool reattach, bool force, json_t **out,
 		       struct node_err *e)
 {
-	struct attach a = {.n = n, .vol = vol, .reattach = reattach, .e = e};
+	struct attach a = {.n = n, .vol = vol, .reattach = reattach, .force = force, .e = e};
 	int r = loop_call(n->loop, attach_check, &a);
 	if (r || a.res || !a.open) {
 		r = r ? r : a.res;
@@ -271,6 +280,11 @@ static int attach_once(struct node *n, const char *vol, bool reattach, bool forc
 		goto done;
 	}
 	r = loop_call_wait(n->loop, attach_open, &a);
+	free(a.held.snapshots);
+	if (r == -EBUSY && a.held.label[0]) {
+		node_set_held(e, vol, a.held.label);
+		goto done;
+	}
 	if (r) {
 		if (r != -ECANCELED && r != -EINPROGRESS)
 			open_err(e, vol, r);
@@ -375,6 +389,7 @@ struct acquire {
 	const char *vol;
 	struct vol *v;
 	int res;
+	struct engine_held *held;
 };
 
 static void acquire_local(void *arg)
@@ -405,7 +420,7 @@ static void acquire_temp(void *arg, struct loop_waiter *w)
 		loop_done(w, 0);
 		return;
 	}
-	vol_open(a->n, a->vol, false, w);
+	vol_open(a->n, a->vol, false, a->held, w);
 }
 
 static void acquire_found(void *arg)
@@ -429,9 +444,10 @@ static void release_start(void *arg, struct loop_waiter *w)
 	loop_done(w, 0);
 }
 
-static int acquire_once(struct node *n, const char *vol, struct vol **out, struct node_err *e)
+static int acquire_once(struct node *n, const char *vol, struct vol **out, struct engine_held *held,
+			struct node_err *e)
 {
-	struct acquire a = {.n = n, .vol = vol};
+	struct acquire a = {.n = n, .vol = vol, .held = held};
 	int r = loop_call(n->loop, acquire_local, &a);
 	if (!r)
 		r = a.res;
@@ -442,6 +458,8 @@ static int acquire_once(struct node *n, const char *vol, struct vol **out, struc
 			return -EBUSY;
 		}
 		r = loop_call_wait(n->loop, acquire_temp, &a);
+		if (r == -EBUSY && held->label[0])
+			return r; /* held outside this node: the caller answers */
 		if (!r && !a.v)
 			r = loop_call(n->loop, acquire_found, &a);
 		if (!r && !a.v)
@@ -456,11 +474,12 @@ static int acquire_once(struct node *n, const char *vol, struct vol **out, struc
 	return 0;
 }
 
-static int acquire(struct node *n, const char *vol, struct vol **out, struct node_err *e)
+static int acquire(struct node *n, const char *vol, struct vol **out, struct engine_held *held,
+		   struct node_err *e)
 {
 	uint64_t deadline = loop_now_ms() + NODE_BUSY_WAIT_MS;
 	int r;
-	while ((r = acquire_once(n, vol, out, e)) == -EINPROGRESS && loop_now_ms() < deadline)
+	while ((r = acquire_once(n, vol, out, held, e)) == -EINPROGRESS && loop_now_ms() < deadline)
 		usleep(NODE_BUSY_POLL_MS * 1000);
 	if (r == -EINPROGRESS) {
 		open_err(e, vol, r);
@@ -610,6 +629,45 @@ static json_t *op_result(const char *vol, enum node_op op, const struct node_op_
 	}
 }
 
+void node_set_held(struct node_err *e, const char *vol, const char *label)
+{
+	node_set_err(e, "volume %s is in use by %s", vol, label);
+	snprintf(e->holder, sizeof(e->holder), "%s", label);
+}
+
+/*
+ * The volume is open in an engine outside this node (held.label): read-only ops answer from
+ * what its replicas reported without an OPEN (so nobody is fenced); the others would need an
+ * engine of ours and are refused.
+ */
+static int held_answer(const char *vol, enum node_op op, const struct engine_held *h, json_t **out,
+		       struct node_err *e)
+{
+	if (op == NODE_OP_SNAP_LIST && h->snapshots) {
+		*out = json_loads(h->snapshots, JSON_DECODE_ANY, NULL);
+		if (*out)
+			return 0;
+	}
+	if (op == NODE_OP_REPLICAS) {
+		json_t *a = json_array();
+		for (uint32_t i = 0; i < h->n && i < ENGINE_MAX_REPLICAS; i++) {
+			bool ok = h->r[i].in_sync;
+			json_array_append_new(a, json_pack("{s:s, s:s, s:I, s:s, s:s}", "node",
+							   h->r[i].node, "state",
+							   ok ? "healthy" : "stale", "epoch",
+							   (json_int_t)h->r[i].epoch, "error",
+							   ok		       ? ""
+							   : h->r[i].reachable ? "out of sync"
+									       : "unreachable",
+							   "holder", h->label));
+		}
+		*out = a;
+		return 0;
+	}
+	node_set_held(e, vol, h->label);
+	return -EBUSY;
+}
+
 /* A newer engine elsewhere has the volume: this one can never serve it again, so stop
  * exporting it and close it (once our reference is released). */
 static void vol_fenced(void *arg)
@@ -650,7 +708,14 @@ int node_volume_op(struct node *n, const char *vol, enum node_op op, const struc
 		return -EINVAL;
 	}
 	struct vol *v = NULL;
-	int r = acquire(n, vol, &v, e);
+	struct engine_held held;
+	memset(&held, 0, sizeof(held));
+	int r = acquire(n, vol, &v, &held, e);
+	if (r == -EBUSY && held.label[0]) {
+		r = held_answer(vol, op, &held, out, e);
+		free(held.snapshots);
+		return r;
+	}
 	if (r)
 		return r;
 	struct opctx o = {.v = v, .op = op, .args = a};

@@ -188,7 +188,8 @@ static void start_open(struct fvol *v)
 				  .local = NULL,
 				  .naddrs = fv->naddrs,
 				  .addrs = fv->addrs,
-				  .io_timeout_ms = fv->io_timeout_ms};
+				  .io_timeout_ms = fv->io_timeout_ms,
+				  .label = fv->engine_id /* "nfsgw-NAME": who holds it */};
 	v->st = FV_OPENING;
 	int r = engine_open(fv->l, &p, &v->e, opened, v);
 	if (r < 0) {
