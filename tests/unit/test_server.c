@@ -635,6 +635,118 @@ static void test_session_fence(void **state)
 	wait_nconns(f, 0);
 }
 
+/* HELLO with a label (proto.h): volume NUL label. */
+static int hello_label(struct fx *f, struct conn *k, uint64_t engine, uint64_t sess,
+		       const char *label)
+{
+	char buf[256];
+	size_t n = (size_t)snprintf(buf, sizeof(buf), "vol1") + 1;
+	memcpy(buf + n, label, strlen(label));
+	struct proto_req req = {.op = PROTO_HELLO,
+				.offset = engine,
+				.arg = sess,
+				.payload_len = (uint32_t)(n + strlen(label))};
+	return call(f, k, &req, buf, NULL, 0, NULL);
+}
+
+/* The holder INFO reports: its label (into label) and epoch; -1 if none. */
+static int64_t info_holder(struct fx *f, struct conn *k, char label[PROTO_LABEL_MAX])
+{
+	struct call out = {0};
+	struct proto_req req = {.op = PROTO_INFO};
+	assert_int_equal(call(f, k, &req, NULL, NULL, 0, &out), 0);
+	json_t *j = payload_json(&out);
+	json_t *h = json_object_get(j, "holder");
+	assert_non_null(h); /* present, null when nobody holds it */
+	int64_t ep = -1;
+	label[0] = 0;
+	if (!json_is_null(h)) {
+		snprintf(label, PROTO_LABEL_MAX, "%s",
+			 json_string_value(json_object_get(h, "label")));
+		ep = json_integer_value(json_object_get(h, "epoch"));
+	}
+	json_decref(j);
+	free(out.payload);
+	return ep;
+}
+
+static void test_holder(void **state)
+{
+	struct fx *f = *state;
+	char label[PROTO_LABEL_MAX];
+	struct conn a, a2, b, c;
+	connect_to(f, &a);
+	connect_to(f, &b);
+	connect_to(f, &c);
+	/* An engine before labels (no label, no id) still binds. */
+	assert_int_equal(hello(f, &b, "vol1", NULL), 0);
+	assert_int_equal(info_holder(f, &b, label), -1);
+	/* Labels must be printable and short. */
+	assert_int_equal(hello_label(f, &c, 9, 1, "bad\x01label"), -EINVAL);
+	char longl[80];
+	memset(longl, 'x', sizeof(longl) - 1);
+	longl[sizeof(longl) - 1] = 0;
+	assert_int_equal(hello_label(f, &c, 9, 1, longl), -EINVAL);
+
+	/* OPEN makes the connection's engine the holder; HELLO alone does not. */
+	assert_int_equal(hello_label(f, &a, 7, 1, "nfsgw gw1 127.0.0.65"), 0);
+	assert_int_equal(info_holder(f, &b, label), -1);
+	assert_int_equal(do_open(f, &a, 1), 0);
+	assert_int_equal(info_holder(f, &b, label), 1);
+	assert_string_equal(label, "nfsgw gw1 127.0.0.65");
+	/* Its newer connection replaces the older one: still held. */
+	connect_to(f, &a2);
+	assert_int_equal(hello_label(f, &a2, 7, 2, "nfsgw gw1 127.0.0.65"), 0);
+	wait_nconns(f, 3);
+	close_conn(f, &a); /* the server closed it: free our end */
+	assert_int_equal(info_holder(f, &b, label), 1);
+	assert_string_equal(label, "nfsgw gw1 127.0.0.65");
+	/* A second engine's OPEN replaces the holder. */
+	assert_int_equal(hello_label(f, &c, 8, 1, "node2"), 0);
+	assert_int_equal(do_open(f, &c, 2), 0);
+	assert_int_equal(info_holder(f, &b, label), 2);
+	assert_string_equal(label, "node2");
+	/* The first engine going away changes nothing. */
+	close_conn(f, &a2);
+	wait_nconns(f, 2);
+	assert_int_equal(info_holder(f, &b, label), 2);
+	/* The holder's last connection closing clears it. */
+	close_conn(f, &c);
+	wait_nconns(f, 1);
+	assert_int_equal(info_holder(f, &b, label), -1);
+	/* The same engine reconnecting at the same epoch is the holder again. */
+	connect_to(f, &c);
+	assert_int_equal(hello_label(f, &c, 8, 2, "node2"), 0);
+	assert_int_equal(info_holder(f, &b, label), 2);
+	close_conn(f, &c);
+	wait_nconns(f, 1);
+	assert_int_equal(info_holder(f, &b, label), -1);
+
+	/* An engine on this node without a socket (replica_server_hold/release). */
+	assert_int_equal(replica_server_hold(f->srv, "vol1", 99, "node1", 3), 0);
+	assert_int_equal(info_holder(f, &b, label), 3);
+	assert_string_equal(label, "node1");
+	uint64_t ep = 0;
+	assert_int_equal(replica_server_holder(f->srv, "vol1", label, &ep), 1);
+	assert_int_equal(ep, 3);
+	replica_server_release(f->srv, "vol1", 98); /* another engine's release: no effect */
+	assert_int_equal(info_holder(f, &b, label), 3);
+	replica_server_release(f->srv, "vol1", 99);
+	assert_int_equal(info_holder(f, &b, label), -1);
+	assert_int_equal(replica_server_holder(f->srv, "vol1", label, &ep), 0);
+	/* An unlabelled client's OPEN holds it until that connection closes. */
+	assert_int_equal(do_open(f, &b, 4), 0);
+	connect_to(f, &c);
+	assert_int_equal(hello(f, &c, "vol1", NULL), 0);
+	assert_int_equal(info_holder(f, &c, label), 4);
+	assert_string_equal(label, "");
+	close_conn(f, &b);
+	wait_nconns(f, 1);
+	assert_int_equal(info_holder(f, &c, label), -1);
+	close_conn(f, &c);
+	wait_nconns(f, 0);
+}
+
 static void test_bad_magic(void **state)
 {
 	struct fx *f = *state;
@@ -1286,6 +1398,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_epochs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_session_fence, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_holder, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_magic, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_checksum, setup, teardown),
