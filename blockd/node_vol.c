@@ -104,8 +104,11 @@ static void opened_cb(void *arg, int res)
 	struct node *n = v->n;
 	struct loop_waiter *w = v->open_w;
 	v->open_w = NULL;
-	if (res) {
+	if (res == -EBUSY)
+		node_log(n, "not opening %s: an engine elsewhere holds it", v->name);
+	else if (res)
 		node_log(n, "opening %s failed: %s", v->name, strerror(-res));
+	if (res) {
 		vol_unlink(v);
 		free(v);
 		loop_done(w, res);

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,8 @@
 #include "blockd/node.h"
 #include "blockd/peer.h"
 #include "blockd/http_client.h"
+#include "replica/engine.h"
+#include "replica/loop.h"
 #include "tools/lib/nbd_client.h"
 
 #define VOLSIZE (16u << 20)
@@ -536,6 +539,153 @@ static void test_peer_timeout(void **state)
 	close(fd);
 }
 
+/* ---- a volume held by an engine outside any blockd (an NFS gateway, say) ---- */
+
+#define EXT_LABEL "nfsgw gwx 127.0.0.99"
+
+struct ext {
+	struct cluster *c;
+	struct loop *l;
+	pthread_t t;
+	struct engine *e;
+	struct engine_replica_addr addrs[2];
+	int res;
+};
+
+static void *ext_loop(void *arg)
+{
+	loop_run(arg);
+	return NULL;
+}
+
+static void ext_cb(void *arg, int res)
+{
+	loop_done(arg, res);
+}
+
+static void ext_open(void *arg, struct loop_waiter *w)
+{
+	struct ext *x = arg;
+	struct engine_params p = {.volume = "vh",
+				  .local_node = "nfsgw-gwx",
+				  .naddrs = 2,
+				  .addrs = x->addrs,
+				  .io_timeout_ms = 1000,
+				  .label = EXT_LABEL};
+	int r = engine_open(x->l, &p, &x->e, ext_cb, w);
+	if (r)
+		loop_done(w, r);
+}
+
+static void ext_close(void *arg, struct loop_waiter *w)
+{
+	struct ext *x = arg;
+	int r = engine_close(x->e, ext_cb, w);
+	if (r)
+		loop_done(w, r);
+}
+
+static void ext_state(void *arg)
+{
+	struct ext *x = arg;
+	x->res = engine_fenced(x->e) ? -ESTALE : (int)engine_epoch(x->e);
+}
+
+/* The epoch node i's replica of vol stores, and its holder's label into holder ("" if none). */
+static json_int_t replica_epoch(struct cluster *c, int i, const char *vol, char *holder, size_t cap)
+{
+	json_t *j;
+	assert_int_equal(req(c, i, "GET", "/v1/replicas", NULL, &j), 200);
+	json_t *r = find(j, vol);
+	assert_non_null(r);
+	json_int_t ep = jint(r, "epoch");
+	snprintf(holder, cap, "%s", jstr(r, "holder") ? jstr(r, "holder") : "");
+	json_decref(j);
+	return ep;
+}
+
+static void test_held_volume(void **state)
+{
+	struct cluster *c = *state;
+	struct ext x = {.c = c};
+	char holder[64];
+	json_t *j;
+	create_volume(c, "vh");
+	for (int i = 0; i < 2; i++) {
+		strcpy(x.addrs[i].node, c->cfg.nodes[i].name);
+		strcpy(x.addrs[i].host, c->cfg.nodes[i].host);
+		x.addrs[i].port = c->cfg.nodes[i].replica_port;
+	}
+	assert_int_equal(loop_new(&x.l), 0);
+	assert_int_equal(pthread_create(&x.t, NULL, ext_loop, x.l), 0);
+	assert_int_equal(loop_call_wait(x.l, ext_open, &x), 0);
+	assert_int_equal(loop_call(x.l, ext_state, &x), 0);
+	int ext_epoch = x.res;
+	assert_true(ext_epoch > 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(replica_epoch(c, i, "vh", holder, sizeof(holder)), ext_epoch);
+		assert_string_equal(holder, EXT_LABEL);
+	}
+
+	/* Read-only routes answer from the replicas without opening (bumping) anything. */
+	assert_int_equal(req(c, 0, "GET", "/v1/volumes/vh/replicas", NULL, &j), 200);
+	assert_int_equal(json_array_size(j), 2);
+	for (size_t k = 0; k < 2; k++) {
+		json_t *r = json_array_get(j, k);
+		assert_string_equal(jstr(r, "state"), "healthy");
+		assert_string_equal(jstr(r, "holder"), EXT_LABEL);
+		assert_int_equal(jint(r, "epoch"), ext_epoch);
+	}
+	json_decref(j);
+	assert_int_equal(req(c, 1, "GET", "/v1/volumes/vh/snapshots", NULL, &j), 200);
+	assert_true(json_is_array(j));
+	json_decref(j);
+	assert_int_equal(req(c, 1, "GET", "/v1/volumes/vh", NULL, &j), 200);
+	assert_string_equal(jstr(j, "holder"), EXT_LABEL);
+	assert_int_equal(jint(j, "epoch"), ext_epoch);
+	json_decref(j);
+
+	/* Routes that need an engine are refused, naming the holder. */
+	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vh/snapshots", "{\"name\":\"s1\"}", &j),
+			 409);
+	assert_string_equal(jstr(j, "error"), "volume vh is in use by " EXT_LABEL);
+	assert_string_equal(jstr(j, "holder"), EXT_LABEL);
+	json_decref(j);
+	assert_int_equal(req(c, 1, "POST", "/v1/volumes/vh/verify", NULL, &j), 409);
+	assert_string_equal(jstr(j, "holder"), EXT_LABEL);
+	json_decref(j);
+	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vh/resize", "{\"size\":33554432}", NULL),
+			 409);
+	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vh/attach", NULL, &j), 409);
+	assert_string_equal(jstr(j, "holder"), EXT_LABEL);
+	json_decref(j);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(replica_epoch(c, i, "vh", holder, sizeof(holder)), ext_epoch);
+	assert_int_equal(loop_call(x.l, ext_state, &x), 0);
+	assert_int_equal(x.res, ext_epoch); /* not fenced */
+
+	/* A forced attach takes over (fencing the outside engine). */
+	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vh/attach?force=1", NULL, NULL), 200);
+	assert_true(replica_epoch(c, 0, "vh", holder, sizeof(holder)) > ext_epoch);
+	assert_string_equal(holder, "node1");
+	/* This node's own engine is no obstacle to it, and the other node answers 409 "node". */
+	assert_int_equal(req(c, 0, "GET", "/v1/volumes/vh/replicas", NULL, &j), 200);
+	assert_null(jstr(json_array_get(j, 0), "holder"));
+	json_decref(j);
+	assert_int_equal(req(c, 0, "POST", "/v1/volumes/vh/detach", NULL, NULL), 200);
+	/* Detached: nobody holds it any more. */
+	replica_epoch(c, 0, "vh", holder, sizeof(holder));
+	assert_string_equal(holder, "");
+
+	loop_call_wait(x.l, ext_close, &x); /* fenced: it may fail, it still frees */
+	loop_stop(x.l);
+	pthread_join(x.t, NULL);
+	loop_free(x.l);
+	/* Free again: a temporary engine works as before. */
+	assert_int_equal(req(c, 1, "POST", "/v1/volumes/vh/snapshots", "{\"name\":\"s2\"}", NULL),
+			 200);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -543,7 +693,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_requests),     cmocka_unit_test(test_attach_detach),
 	    cmocka_unit_test(test_temporary_engine), cmocka_unit_test(test_reattach_after_restart),
 	    cmocka_unit_test(test_force_attach),     cmocka_unit_test(test_reattach_yields),
-	    cmocka_unit_test(test_peer_timeout),
+	    cmocka_unit_test(test_peer_timeout),     cmocka_unit_test(test_held_volume),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
