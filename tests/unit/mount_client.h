@@ -52,13 +52,21 @@ static inline void cli_wait(struct cli *c)
 	c->done = false;
 }
 
-static inline void cli_connect_cb(struct rpc_context *rpc, int status, void *data, void *priv)
+/* Every callback starts here: records the call's status; true when the call succeeded (and
+ * data holds its result). */
+static inline bool cli_finish(struct cli *c, int status)
+{
+	c->status = status;
+	c->done = true;
+	return status == RPC_STATUS_SUCCESS;
+}
+
+/* The callback of a connect, or of a call whose result does not matter. */
+static inline void cli_void_cb(struct rpc_context *rpc, int status, void *data, void *priv)
 {
 	(void)rpc;
 	(void)data;
-	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
+	cli_finish(priv, status);
 }
 
 static inline void cli_open(struct cli *c, const char *host, uint16_t port)
@@ -66,7 +74,7 @@ static inline void cli_open(struct cli *c, const char *host, uint16_t port)
 	memset(c, 0, sizeof(*c));
 	c->rpc = rpc_init_context();
 	assert_non_null(c->rpc);
-	assert_int_equal(rpc_connect_async(c->rpc, host, port, cli_connect_cb, c), 0);
+	assert_int_equal(rpc_connect_async(c->rpc, host, port, cli_void_cb, c), 0);
 	cli_wait(c);
 	assert_int_equal(c->status, RPC_STATUS_SUCCESS);
 }
@@ -81,9 +89,7 @@ static inline void cli_mnt3_cb(struct rpc_context *rpc, int status, void *data, 
 {
 	(void)rpc;
 	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
-	if (status != RPC_STATUS_SUCCESS)
+	if (!cli_finish(c, status))
 		return;
 	mountres3 *res = data;
 	c->mnt_status = res->fhs_status;

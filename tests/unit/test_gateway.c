@@ -396,9 +396,7 @@ static void getport_cb(struct rpc_context *rpc, int status, void *data, void *pr
 {
 	(void)rpc;
 	struct cli *c = priv;
-	c->done = true;
-	c->status = status;
-	if (status == RPC_STATUS_SUCCESS && data)
+	if (cli_finish(c, status) && data)
 		c->port = *(uint32_t *)data;
 }
 

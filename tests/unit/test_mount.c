@@ -129,9 +129,7 @@ static void mnt1_cb(struct rpc_context *rpc, int status, void *data, void *priv)
 {
 	(void)rpc;
 	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
-	if (status != RPC_STATUS_SUCCESS)
+	if (!cli_finish(c, status))
 		return;
 	mountres1 *res = data;
 	c->mnt_status = res->fhs_status;
@@ -145,10 +143,8 @@ static void dump_cb(struct rpc_context *rpc, int status, void *data, void *priv)
 {
 	(void)rpc;
 	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
 	c->list[0] = 0;
-	if (status != RPC_STATUS_SUCCESS)
+	if (!cli_finish(c, status))
 		return;
 	size_t off = 0;
 	/* libnfs's decoder leaves list nodes 4-byte aligned: copy each out before use. */
@@ -172,10 +168,8 @@ static void export_cb(struct rpc_context *rpc, int status, void *data, void *pri
 {
 	(void)rpc;
 	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
 	c->list[0] = 0;
-	if (status != RPC_STATUS_SUCCESS)
+	if (!cli_finish(c, status))
 		return;
 	size_t off = 0;
 	exportnode e;
@@ -190,15 +184,6 @@ static void export_cb(struct rpc_context *rpc, int status, void *data, void *pri
 		}
 		off += (size_t)snprintf(c->list + off, sizeof(c->list) - off, ";");
 	}
-}
-
-static void void_cb(struct rpc_context *rpc, int status, void *data, void *priv)
-{
-	(void)rpc;
-	(void)data;
-	struct cli *c = priv;
-	c->status = status;
-	c->done = true;
 }
 
 /* ---- hand-rolled client ---- */
@@ -417,12 +402,12 @@ static void test_export_dump_umnt(void **state)
 	assert_int_equal(loop_call(f->l, each_on_loop, &ea), 0);
 	assert_string_equal(ea.text, "127.0.0.1:/vm;127.0.0.1:/vm/a;");
 
-	assert_int_equal(rpc_mount3_umnt_async(c.rpc, void_cb, "/vm/./", &c), 0);
+	assert_int_equal(rpc_mount3_umnt_async(c.rpc, cli_void_cb, "/vm/./", &c), 0);
 	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 	assert_string_equal(dump3(&c), "127.0.0.1:/vm/a;");
 	/* Unmounting what is not mounted is fine. */
-	assert_int_equal(rpc_mount3_umnt_async(c.rpc, void_cb, "/nope", &c), 0);
+	assert_int_equal(rpc_mount3_umnt_async(c.rpc, cli_void_cb, "/nope", &c), 0);
 	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 
@@ -430,7 +415,7 @@ static void test_export_dump_umnt(void **state)
 	int fd = raw_connect("127.0.0.46", f->port);
 	assert_int_equal(raw_mnt(fd, 3, "/peer"), MNT3_OK);
 	assert_string_equal(dump3(&c), "127.0.0.1:/vm/a;127.0.0.46:/peer;");
-	assert_int_equal(rpc_mount3_umntall_async(c.rpc, void_cb, &c), 0);
+	assert_int_equal(rpc_mount3_umntall_async(c.rpc, cli_void_cb, &c), 0);
 	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 	assert_string_equal(dump3(&c), "127.0.0.46:/peer;");
@@ -505,7 +490,7 @@ static void test_list_bounded(void **state)
 	/* Counting through DUMP: the oldest six went. */
 	struct cli c;
 	cli_open(&c, HOST, f->port);
-	assert_int_equal(rpc_mount3_dump_async(c.rpc, void_cb, &c), 0);
+	assert_int_equal(rpc_mount3_dump_async(c.rpc, cli_void_cb, &c), 0);
 	cli_wait(&c);
 	assert_int_equal(c.status, RPC_STATUS_SUCCESS);
 	cli_close(&c);
